@@ -1,0 +1,1 @@
+"""The hashkit command line (installed as the ``hashkit.cli`` package)."""

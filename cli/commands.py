@@ -1,0 +1,3 @@
+"""Every command of the ``hashkit`` group; main.py registers them in this order."""
+
+COMMANDS: list = []
