@@ -28,8 +28,9 @@ class HashkitGroup(click.Group):
             sys.exit(130)
 
 
-@click.group(cls=HashkitGroup, context_settings={"help_option_names": ["-h", "--help"],
-                                                 "show_default": True})
+@click.group(
+    cls=HashkitGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
+)
 @click.version_option(__version__, prog_name="hashkit")
 def cli() -> None:
     """hashkit: learn compact binary image codes (SDSH) and search them with FAISS.

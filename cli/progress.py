@@ -13,5 +13,6 @@ def progress_factory(quiet: bool = False):
 
     ``disable=None`` makes tqdm draw only when stderr is a terminal.
     """
-    return functools.partial(tqdm, disable=True if quiet else None, file=sys.stderr,
-                             dynamic_ncols=True, leave=False)
+    return functools.partial(
+        tqdm, disable=True if quiet else None, file=sys.stderr, dynamic_ncols=True, leave=False
+    )

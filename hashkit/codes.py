@@ -20,7 +20,8 @@ def code_bytes(bits: int) -> int:
 
 
 def pack_codes(signs: np.ndarray) -> np.ndarray:
-    """Pack ``N x bits`` signs (bool, 0/1 or -1/+1; positive means 1) into ``N x ceil(bits/8)`` uint8."""
+    """Pack ``N x bits`` signs (bool, 0/1 or -1/+1; positive means 1) into uint8
+    ``N x ceil(bits/8)``."""
     signs = np.asarray(signs)
     if signs.ndim != 2:
         raise HashkitError(f"codes must be a 2-d array N x bits, got shape {signs.shape}")
@@ -47,7 +48,7 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 def hamming_distances(xq: np.ndarray, xb: np.ndarray) -> np.ndarray:
-    """Hamming distances ``nq x nb`` (int32) between packed codes ``xq`` (nq x nbytes) and ``xb``."""
+    """Hamming distances ``nq x nb`` (int32) between packed codes ``xq`` and ``xb``."""
     xq = np.asarray(xq, dtype=np.uint8)
     xb = np.asarray(xb, dtype=np.uint8)
     if xq.shape[1] != xb.shape[1]:
@@ -59,7 +60,7 @@ def hamming_distances(xq: np.ndarray, xb: np.ndarray) -> np.ndarray:
 
 
 def sign_codes(h: np.ndarray, rotation: np.ndarray | None = None) -> np.ndarray:
-    """Packed codes ``b = sgn(R h)`` for float embeddings ``h`` (N x bits) and rotation R (bits x bits)."""
+    """Packed codes ``b = sgn(R h)`` of float embeddings ``h`` (N x bits); R is bits x bits."""
     h = np.asarray(h, dtype=np.float32)
     if rotation is not None:
         h = h @ np.asarray(rotation, dtype=np.float32).T

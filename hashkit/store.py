@@ -81,20 +81,49 @@ class StoreWriter:
         nbytes = code_bytes(bits)
         f = self._f
         f.create_dataset(
-            "codes", shape=(0, nbytes), maxshape=(None, nbytes), dtype=np.uint8,
-            chunks=(_CHUNK_ROWS, nbytes), compression="gzip", compression_opts=4,
+            "codes",
+            shape=(0, nbytes),
+            maxshape=(None, nbytes),
+            dtype=np.uint8,
+            chunks=(_CHUNK_ROWS, nbytes),
+            compression="gzip",
+            compression_opts=4,
         )
-        f.create_dataset("ids", shape=(0,), maxshape=(None,), dtype=np.int64,
-                         chunks=(_CHUNK_ROWS,), compression="gzip")
-        f.create_dataset("paths", shape=(0,), maxshape=(None,),
-                         dtype=h5py.string_dtype("utf-8"), chunks=(4096,), compression="gzip")
+        f.create_dataset(
+            "ids",
+            shape=(0,),
+            maxshape=(None,),
+            dtype=np.int64,
+            chunks=(_CHUNK_ROWS,),
+            compression="gzip",
+        )
+        f.create_dataset(
+            "paths",
+            shape=(0,),
+            maxshape=(None,),
+            dtype=h5py.string_dtype("utf-8"),
+            chunks=(4096,),
+            compression="gzip",
+        )
         if label_width is not None:
             if label_width == 0:
-                f.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int64,
-                                 chunks=(_CHUNK_ROWS,), compression="gzip")
+                f.create_dataset(
+                    "labels",
+                    shape=(0,),
+                    maxshape=(None,),
+                    dtype=np.int64,
+                    chunks=(_CHUNK_ROWS,),
+                    compression="gzip",
+                )
             else:
-                f.create_dataset("labels", shape=(0, label_width), maxshape=(None, label_width),
-                                 dtype=np.uint8, chunks=(4096, label_width), compression="gzip")
+                f.create_dataset(
+                    "labels",
+                    shape=(0, label_width),
+                    maxshape=(None, label_width),
+                    dtype=np.uint8,
+                    chunks=(4096, label_width),
+                    compression="gzip",
+                )
         f.attrs["bits"] = bits
         f.attrs["bit_order"] = BIT_ORDER
         f.attrs["model_fingerprint"] = fingerprint
@@ -157,8 +186,13 @@ def write_store(path: str | os.PathLike, store: CodeStore) -> Path:
     """Write a whole in-memory store atomically."""
     labels = store.labels
     label_width = None if labels is None else (0 if labels.ndim == 1 else labels.shape[1])
-    with StoreWriter(path, store.bits, fingerprint=store.fingerprint, label_width=label_width,
-                     class_names=store.class_names) as writer:
+    with StoreWriter(
+        path,
+        store.bits,
+        fingerprint=store.fingerprint,
+        label_width=label_width,
+        class_names=store.class_names,
+    ) as writer:
         writer.append(store.codes, store.ids, store.paths or None, labels)
     return Path(path)
 
@@ -223,6 +257,12 @@ def read_store(path: str | os.PathLike, *, require_labels: bool = False) -> Code
         raise DataError(f"{path} has no 'labels' dataset: cannot compute retrieval metrics")
     class_names = json.loads(attrs["class_names"]) if "class_names" in attrs else None
     return CodeStore(
-        codes=codes, ids=ids, bits=bits, paths=paths, labels=labels,
-        fingerprint=str(attrs.get("model_fingerprint", "")), class_names=class_names, attrs=attrs,
+        codes=codes,
+        ids=ids,
+        bits=bits,
+        paths=paths,
+        labels=labels,
+        fingerprint=str(attrs.get("model_fingerprint", "")),
+        class_names=class_names,
+        attrs=attrs,
     )

@@ -1,0 +1,113 @@
+"""``hashkit bench``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+from hashkit.cli.options import data_options, device_option, load_data, quiet_option
+from hashkit.cli.progress import progress_factory
+
+
+@click.command("bench")
+@click.option(
+    "--bits",
+    type=click.IntRange(1, 1024),
+    default=32,
+    show_default=True,
+    help="Code length of the model trained when no --model is given.",
+)
+@click.option(
+    "--model",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Model bundle to benchmark  [default: train one with the defaults]",
+)
+@data_options
+@click.option(
+    "--top-k", type=click.IntRange(1), default=1000, show_default=True, help="k of mAP@k."
+)
+@click.option(
+    "--nlist", type=click.IntRange(1), default=None, help="IVF lists  [default: about sqrt(N)]"
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(1),
+    default=30,
+    show_default=True,
+    help="Epochs when training a model.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="bench",
+    show_default=True,
+    help="Folder for bench.json and bench.md (and model.pt).",
+)
+@device_option
+@quiet_option
+def bench_command(
+    bits,
+    model,
+    data,
+    root,
+    protocol,
+    split_file,
+    split_seed,
+    top_k,
+    nlist,
+    epochs,
+    out_dir,
+    device,
+    quiet,
+):
+    """Measure mAP, mAP@k and search speed (flat and IVF) of a model on a protocol split.
+
+    With --model, the data and split default to the ones the model was trained on.
+
+    \b
+    Examples:
+      hashkit bench --bits 32
+      hashkit bench --model model.pt --out bench/
+      hashkit bench --data cifar10 --root ~/data/cifar --bits 12 --protocol full
+    """
+    from hashkit.bench import run_benchmark, write_benchmark
+    from hashkit.bundle import load_bundle, save_bundle
+    from hashkit.train import TrainConfig, train
+
+    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    progress = progress_factory(quiet)
+    if model is not None:
+        bundle = load_bundle(model)
+        dataset, split = load_data(
+            data, root, protocol, split_file, split_seed, defaults=bundle.train_config
+        )
+    else:
+        dataset, split = load_data(data, root, protocol, split_file, split_seed)
+        say(f"no --model: training a {bits}-bit model with the default recipe")
+        result = train(
+            dataset,
+            split,
+            TrainConfig(bits=bits, epochs=epochs, device=device),
+            progress=progress,
+            log=say,
+            evaluate=False,
+        )
+        bundle = result.bundle
+        model_path = Path(out_dir) / "model.pt"
+        save_bundle(bundle, model_path)
+        say(f"wrote {model_path}")
+    say(f"benchmarking on {len(split.query)} queries x {len(split.database)} database images")
+    result = run_benchmark(
+        bundle, dataset, split, top_k=top_k, nlist=nlist, device=device, progress=progress
+    )
+    command = "hashkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    for path in write_benchmark(result, out_dir, command):
+        say(f"wrote {path}")
+    click.echo(
+        f"mAP {result['map']:.4f}  mAP@{top_k} {result[f'map_at_{top_k}']:.4f}  "
+        f"flat {result['flat']['qps_all_threads']:,.0f} queries/s"
+    )

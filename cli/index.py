@@ -1,0 +1,136 @@
+"""``hashkit build-index``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from hashkit.cli.options import device_option, quiet_option
+from hashkit.cli.progress import progress_factory
+
+
+@click.command("build-index")
+@click.argument("source", type=click.Path(exists=True))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option(
+    "--model",
+    "model",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Model bundle that encodes the images (needed for an image folder).",
+)
+@click.option(
+    "--codes",
+    "codes_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Code store to write for an image folder  [default: OUT with .h5]",
+)
+@click.option(
+    "--type",
+    "index_type",
+    type=click.Choice(["flat", "ivf"]),
+    default="flat",
+    show_default=True,
+    help="flat: exact IndexBinaryFlat; ivf: IndexBinaryIVF.",
+)
+@click.option(
+    "--nlist", type=click.IntRange(1), default=None, help="IVF lists  [default: about sqrt(N)]"
+)
+@click.option(
+    "--nprobe",
+    type=click.IntRange(1),
+    default=None,
+    help="IVF lists visited per query, stored as the search default.",
+)
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="DataLoader worker processes decoding images.",
+)
+@click.option("--strict", is_flag=True, help="Fail on an unreadable image instead of skipping it.")
+@device_option
+@quiet_option
+def build_index_command(
+    source,
+    out,
+    model,
+    codes_path,
+    index_type,
+    nlist,
+    nprobe,
+    batch_size,
+    workers,
+    strict,
+    device,
+    quiet,
+):
+    """Encode a folder of images (or take a code store) and write a FAISS binary index.
+
+    SOURCE is a folder, searched recursively for png/jpg/jpeg/bmp/webp/gif files, or a code
+    store (.h5) written by `hashkit encode`. Beside OUT, OUT.json records the code store and
+    model the index belongs to.
+
+    \b
+    Examples:
+      hashkit build-index images/ out.faiss --model model.pt
+      hashkit build-index images/ out.faiss --model model.pt --type ivf --nlist 1024
+    """
+    from hashkit.bundle import load_bundle
+    from hashkit.encode import encode_files_to_store, find_images
+    from hashkit.errors import HashkitError
+    from hashkit.index import build_index, write_index
+    from hashkit.store import read_store
+
+    source_path = Path(source)
+    model_path = Path(model) if model else None
+    if source_path.is_dir():
+        if model_path is None:
+            raise HashkitError("an image folder needs --model to encode it")
+        bundle = load_bundle(model_path)
+        paths = find_images(source_path)
+        store_path = Path(codes_path) if codes_path else Path(out).with_suffix(".h5")
+        report = encode_files_to_store(
+            bundle,
+            paths,
+            store_path,
+            batch_size=batch_size,
+            num_workers=workers,
+            device=device,
+            strict=strict,
+            progress=progress_factory(quiet),
+        )
+        if report.skipped:
+            click.echo(
+                f"skipped {len(report.skipped)} unreadable image(s), e.g. {report.skipped[0][1]}",
+                err=True,
+            )
+        click.echo(f"encoded {report.encoded} images into {store_path}")
+    else:
+        store_path = source_path
+    store = read_store(store_path)
+    if model_path is not None and source_path.is_file():
+        bundle = load_bundle(model_path)
+        from hashkit.index import check_compatible
+
+        check_compatible(
+            bits_a=bundle.bits,
+            bits_b=store.bits,
+            what_a=f"model {model_path}",
+            what_b=f"code store {store_path}",
+            fingerprint_a=bundle.fingerprint,
+            fingerprint_b=store.fingerprint,
+        )
+    index = build_index(store.codes, store.ids, store.bits, index_type, nlist=nlist, nprobe=nprobe)
+    write_index(
+        index,
+        out,
+        bits=store.bits,
+        store=store_path,
+        model=model_path or store.attrs.get("model_path") or None,
+        model_fingerprint=store.fingerprint,
+    )
+    click.echo(f"wrote {out}: {index_type} index of {index.ntotal} {store.bits}-bit codes")

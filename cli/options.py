@@ -1,0 +1,89 @@
+"""Options shared by several commands, and the glue that turns them into a dataset + split."""
+
+from __future__ import annotations
+
+import click
+
+DEFAULT_DATA = "fashion-mnist"
+
+
+def data_options(func):
+    """--data, --root, --protocol, --split, --split-seed: the same on train, encode and bench."""
+    options = [
+        click.option(
+            "--data",
+            default=None,
+            metavar="DATA",
+            help="Built-in dataset (fashion-mnist, mnist, cifar10, nus-wide), an image "
+            "folder (one sub-folder per class) or a list file  "
+            f"[default: {DEFAULT_DATA}, or the model's]",
+        ),
+        click.option(
+            "--root",
+            default=None,
+            type=click.Path(file_okay=False),
+            help="Folder holding the dataset's files (else $HASHKIT_DATA, then system paths).",
+        ),
+        click.option(
+            "--protocol",
+            type=click.Choice(["reduced", "full"]),
+            default=None,
+            help="METHOD.md section 4 split  [default: reduced, or the model's]",
+        ),
+        click.option(
+            "--split",
+            "split_file",
+            default=None,
+            type=click.Path(exists=True, dir_okay=False),
+            help="An .npz or .json file with train/query/database indices.",
+        ),
+        click.option(
+            "--split-seed",
+            type=int,
+            default=None,
+            help="Seed of the protocol split  [default: 0, or the model's]",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def load_data(
+    data: str | None,
+    root: str | None,
+    protocol: str | None,
+    split_file: str | None,
+    split_seed: int | None,
+    defaults: dict | None = None,
+):
+    """``(dataset, split)`` from the options; missing ones come from ``defaults`` (a bundle's
+    train_config), then the built-in defaults."""
+    from hashkit.data import load_dataset
+    from hashkit.data.protocol import load_split, make_split
+
+    defaults = defaults or {}
+    data = data or defaults.get("dataset") or DEFAULT_DATA
+    protocol = protocol or defaults.get("protocol") or "reduced"
+    split_seed = split_seed if split_seed is not None else defaults.get("split_seed", 0)
+    dataset = load_dataset(data, root)
+    if split_file:
+        split = load_split(split_file, len(dataset))
+    else:
+        split = make_split(dataset.labels, protocol, split_seed)
+    return dataset, split
+
+
+def quiet_option(func):
+    return click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-step lines.")(
+        func
+    )
+
+
+def device_option(func):
+    return click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="auto (CUDA when present), cpu, cuda, cuda:1 ...",
+    )(func)

@@ -1,0 +1,184 @@
+"""``hashkit bench``: retrieval quality and search speed of a model on a labelled split.
+
+Quality: mAP over the whole database and mAP@k of the protocol's queries (ties broken by
+database order), tie-aware mAP. Speed: queries per second of IndexBinaryFlat (1 thread and all
+threads) and of IndexBinaryIVF over an nprobe sweep, with recall@10 against the flat result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from hashkit import __version__
+from hashkit.atomic import atomic_path
+from hashkit.codes import code_statistics, sign_codes
+from hashkit.index import build_index, default_nlist
+
+NPROBES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def time_search(
+    index, xq: np.ndarray, k: int, threads: int, min_seconds: float = 0.5
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Queries per second of ``index.search(xq, k)`` with ``threads`` OpenMP threads (repeated
+    until ``min_seconds`` have passed), and the last result ``(D, I)``."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        runs, start = 0, time.perf_counter()
+        while True:
+            D, I = index.search(xq, k)
+            runs += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                break
+    finally:
+        faiss.omp_set_num_threads(before)
+    return runs * len(xq) / elapsed, D, I
+
+
+def recall_at(D_ref: np.ndarray, D: np.ndarray, I_ref: np.ndarray, I: np.ndarray, k: int) -> dict:
+    """Two recalls of an approximate result against the exact one (both ``nq x k``):
+
+    ``recall`` counts returned items within the exact k-th distance (correct under ties, where
+    the exact id set is one arbitrary choice among equals); ``id_recall`` is the plain overlap
+    of id sets.
+    """
+    kth = D_ref[:, k - 1 : k]
+    within = ((D[:, :k] <= kth) & (I[:, :k] >= 0)).sum(axis=1)
+    overlap = [len(np.intersect1d(a[:k], b[:k])) for a, b in zip(I_ref, I)]
+    return {"recall": float(within.mean() / k), "id_recall": float(np.mean(overlap) / k)}
+
+
+def run_benchmark(
+    bundle,
+    dataset,
+    split,
+    *,
+    top_k: int = 1000,
+    k: int = 10,
+    nprobes: Sequence[int] = NPROBES,
+    nlist: int | None = None,
+    device: str = "auto",
+    progress: Callable | None = None,
+) -> dict:
+    """Encode the split's queries and database with ``bundle`` and measure quality and speed."""
+    import faiss
+
+    from hashkit.encode import resolve_device
+    from hashkit.metrics import evaluate_retrieval
+    from hashkit.train import embed_dataset
+
+    dev = resolve_device(device)
+    net = bundle.build_network(dev)
+    h_query = embed_dataset(net, dataset, split.query, dev, progress=progress)
+    h_db = embed_dataset(net, dataset, split.database, dev, progress=progress)
+    bits = bundle.bits
+    xq = sign_codes(h_query, bundle.rotation)
+    xb = sign_codes(h_db, bundle.rotation)
+    lq, lb = dataset.labels[split.query], dataset.labels[split.database]
+    quality = evaluate_retrieval(xq, xb, lq, lb, bits, top_k=[top_k])
+    sign_only = evaluate_retrieval(
+        sign_codes(h_query), sign_codes(h_db), lq, lb, bits, top_k=[top_k]
+    )
+    threads = faiss.omp_get_max_threads()
+    flat = build_index(xb, np.arange(len(xb)), bits, "flat")
+    qps1, D_ref, I_ref = time_search(flat, xq, k, 1)
+    qps_all, _, _ = time_search(flat, xq, k, threads)
+    nlist = nlist or default_nlist(len(xb))
+    ivf = build_index(xb, np.arange(len(xb)), bits, "ivf", nlist=nlist)
+    sweep = []
+    for nprobe in nprobes:
+        if nprobe > nlist:
+            break
+        ivf.nprobe = nprobe
+        qps_ivf, D, I = time_search(ivf, xq, k, threads)
+        sweep.append({"nprobe": nprobe, "qps": qps_ivf, **recall_at(D_ref, D, I_ref, I, k)})
+    return {
+        "hashkit_version": __version__,
+        "model_fingerprint": bundle.fingerprint,
+        "bits": bits,
+        "dataset": dataset.name,
+        "protocol": split.protocol,
+        "queries": int(len(xq)),
+        "database": int(len(xb)),
+        "map": quality["map"],
+        f"map_at_{top_k}": quality["map_at"][str(top_k)],
+        "tie_aware_map": quality["tie_aware_map"],
+        "precision_radius2": quality["precision_radius2"],
+        "map_without_rotation": sign_only["map"],
+        "code_statistics": code_statistics(xb, bits),
+        "flat": {"qps_1_thread": qps1, "qps_all_threads": qps_all, "threads": threads, "k": k},
+        "ivf": {"nlist": nlist, "k": k, "sweep": sweep},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "faiss": faiss.__version__,
+        },
+    }
+
+
+def benchmark_markdown(result: dict, command: str = "") -> str:
+    """A short Markdown report of ``run_benchmark``'s result."""
+    top = next(key for key in result if key.startswith("map_at_"))
+    lines = [
+        f"# hashkit bench: {result['dataset']}, {result['bits']} bits",
+        "",
+        f"{result['queries']} queries against {result['database']} database codes "
+        f"({result['protocol']} protocol), hashkit {result['hashkit_version']}, "
+        f"model {result['model_fingerprint'][:12]}.",
+    ]
+    if command:
+        lines += ["", f"Made with: `{command}`"]
+    stats = result["code_statistics"]
+    lines += [
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| mAP (whole database, ties by database order) | {result['map']:.4f} |",
+        f"| mAP@{top[7:]} | {result[top]:.4f} |",
+        f"| tie-aware mAP | {result['tie_aware_map']:.4f} |",
+        f"| precision within Hamming radius 2 | {result['precision_radius2']:.4f} |",
+        f"| mAP without the rotation, sgn(h) | {result['map_without_rotation']:.4f} |",
+        f"| code balance, mean abs(ones - 0.5) | {stats['balance']:.4f} |",
+        f"| mean abs bit correlation | {stats['bit_correlation']:.4f} |",
+        f"| distinct codes in the database | {stats['distinct_codes']} |",
+        "",
+        "| index | queries/s | recall@{k} (ties counted) | id recall@{k} |".format(
+            k=result["flat"]["k"]
+        ),
+        "|---|---|---|---|",
+        f"| flat, 1 thread | {result['flat']['qps_1_thread']:,.0f} | 1.000 | 1.000 |",
+        f"| flat, {result['flat']['threads']} threads | "
+        f"{result['flat']['qps_all_threads']:,.0f} | 1.000 | 1.000 |",
+    ]
+    for row in result["ivf"]["sweep"]:
+        lines.append(
+            f"| ivf nlist={result['ivf']['nlist']} nprobe={row['nprobe']} | "
+            f"{row['qps']:,.0f} | {row['recall']:.3f} | {row['id_recall']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_benchmark(result: dict, out_dir: str | os.PathLike, command: str = "") -> list[Path]:
+    """Write ``bench.json`` and ``bench.md`` into ``out_dir`` (atomically)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (
+        ("bench.json", json.dumps({**result, "command": command}, indent=2)),
+        ("bench.md", benchmark_markdown(result, command)),
+    ):
+        with atomic_path(out_dir / name) as tmp:
+            tmp.write_text(text if text.endswith("\n") else text + "\n")
+        written.append(out_dir / name)
+    return written

@@ -1,0 +1,233 @@
+"""Images to embeddings and codes: batches through the network, then b = sgn(R h).
+
+Two input paths share one network: image arrays (MNIST, CIFAR: converted to tensors in bulk,
+no per-image PIL work) and image files (decoded by a DataLoader, optionally in worker
+processes). An image file that cannot be decoded is skipped and reported, or raises with
+``strict=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from hashkit.errors import DataError
+from hashkit.models import NetworkConfig
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``auto`` (or None) picks CUDA when present, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def array_to_tensor(images: np.ndarray, config: NetworkConfig) -> torch.Tensor:
+    """uint8 ``N x H x W`` or ``N x H x W x 3`` to the network's normalised float32
+    ``N x C x S x S`` (channels converted, resized when the size differs)."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    x = x.float().div(255.0)
+    if x.shape[1] != config.channels:
+        if config.channels == 1:  # ITU-R 601-2 luma, as PIL's convert("L")
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            x = (x * weights).sum(dim=1, keepdim=True)
+        else:
+            x = x.expand(-1, config.channels, -1, -1)
+    if x.shape[-1] != config.input_size or x.shape[-2] != config.input_size:
+        x = F.interpolate(
+            x,
+            size=(config.input_size, config.input_size),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
+    mean = torch.tensor(config.mean).view(1, -1, 1, 1)
+    std = torch.tensor(config.std).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def image_transform(config: NetworkConfig) -> Callable:
+    """The torchvision transform from a PIL image to the network's input tensor."""
+    from torchvision import transforms
+
+    mode = "L" if config.channels == 1 else "RGB"
+    return transforms.Compose(
+        [
+            transforms.Lambda(lambda img: img.convert(mode)),
+            transforms.Resize(config.input_size),
+            transforms.CenterCrop(config.input_size),
+            transforms.ToTensor(),
+            transforms.Normalize(config.mean, config.std),
+        ]
+    )
+
+
+def find_images(folder: str | os.PathLike) -> list[str]:
+    """Image files below ``folder`` (recursive, sorted, by extension, case-insensitive)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder not found: {folder}")
+    paths = sorted(
+        str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
+    if not paths:
+        raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}")
+    return paths
+
+
+class ImageFiles(TorchDataset):
+    """Image files as network inputs; an unreadable file yields ``(None, i, error)``."""
+
+    def __init__(self, paths: Sequence[str], transform: Callable) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from hashkit.data.base import open_image
+
+        try:
+            return self.transform(open_image(self.paths[i])), i, ""
+        except (DataError, OSError) as exc:
+            return None, i, str(exc)
+
+
+def _collate(items):
+    good = [(x, i) for x, i, _ in items if x is not None]
+    bad = [(i, err) for x, i, err in items if x is None]
+    xs = torch.stack([x for x, _ in good]) if good else None
+    return xs, np.array([i for _, i in good], dtype=np.int64), bad
+
+
+@dataclass
+class EncodeReport:
+    """What an encoding pass did: ``skipped`` holds (path, reason) of unreadable images."""
+
+    encoded: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def embed_arrays(
+    net: torch.nn.Module,
+    images: np.ndarray,
+    *,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+    progress: Callable | None = None,
+) -> np.ndarray:
+    """float32 ``N x bits`` embeddings of a uint8 image array (see array_to_tensor)."""
+    net.eval()
+    device = torch.device(device)
+    out = []
+    starts = range(0, len(images), batch_size)
+    if progress is not None:
+        starts = progress(starts, total=len(starts), desc="embedding", unit="batch")
+    for s in starts:
+        x = array_to_tensor(images[s : s + batch_size], net.config).to(device)
+        out.append(net(x).float().cpu().numpy())
+    if not out:
+        return np.zeros((0, net.config.bits), dtype=np.float32)
+    return np.concatenate(out)
+
+
+def iter_file_embeddings(
+    net: torch.nn.Module,
+    paths: Sequence[str],
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    strict: bool = False,
+    report: EncodeReport | None = None,
+    progress: Callable | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(positions int64 n, embeddings float32 n x bits)`` for image files, in batches,
+    so that memory does not grow with the number of images. Unreadable files are skipped and
+    added to ``report.skipped``, or raise DataError when ``strict``."""
+    net.eval()
+    device = torch.device(device)
+    loader = DataLoader(
+        ImageFiles(paths, image_transform(net.config)),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        shuffle=False,
+    )
+    if progress is not None:
+        loader = progress(loader, total=len(loader), desc="encoding", unit="batch")
+    with torch.no_grad():
+        for xs, positions, bad in loader:
+            for i, err in bad:
+                if strict:
+                    raise DataError(err)
+                if report is not None:
+                    report.skipped.append((paths[i], err))
+            if xs is None:
+                continue
+            h = net(xs.to(device)).float().cpu().numpy()
+            if report is not None:
+                report.encoded += len(h)
+            yield positions, h
+
+
+def encode_files_to_store(
+    bundle,
+    paths: Sequence[str],
+    store_path: str | os.PathLike,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str = "auto",
+    strict: bool = False,
+    first_id: int = 0,
+    progress: Callable | None = None,
+) -> EncodeReport:
+    """Encode image files with a model bundle into a new code store (written atomically).
+
+    Ids are ``first_id + position`` in ``paths``; an unreadable image is skipped (its id is
+    not used) and listed in the report, or raises DataError with ``strict``.
+    """
+    from hashkit.codes import sign_codes
+    from hashkit.store import StoreWriter
+
+    dev = resolve_device(device)
+    net = bundle.build_network(dev)
+    report = EncodeReport()
+    model_attrs = {"model_path": str(bundle.path)} if bundle.path else {}
+    with StoreWriter(
+        store_path,
+        bundle.bits,
+        fingerprint=bundle.fingerprint,
+        class_names=bundle.class_names or None,
+        extra_attrs=model_attrs,
+    ) as writer:
+        for positions, h in iter_file_embeddings(
+            net,
+            paths,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=dev,
+            strict=strict,
+            report=report,
+            progress=progress,
+        ):
+            writer.append(
+                sign_codes(h, bundle.rotation), first_id + positions, [paths[i] for i in positions]
+            )
+        if report.encoded == 0:
+            raise DataError(f"none of the {len(paths)} images could be read")
+    return report

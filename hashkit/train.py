@@ -1,0 +1,330 @@
+"""Training SDSH: a hashing network with a triplet loss over all valid triplets of
+class-balanced mini-batches, then the rotation R (random search, ITQ or none), into a bundle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from hashkit.bundle import Bundle
+from hashkit.codes import sign_codes
+from hashkit.data.base import Dataset
+from hashkit.data.protocol import Split
+from hashkit.encode import array_to_tensor, embed_arrays, image_transform, resolve_device
+from hashkit.errors import DataError, HashkitError
+from hashkit.losses import make_loss
+from hashkit.models import HashNet, NetworkConfig, load_pretrained
+from hashkit.rotation import ROTATIONS, itq_rotation, random_search_rotation
+from hashkit.sampling import ClassBalancedBatchSampler
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe; stored in the bundle as ``train_config``."""
+
+    bits: int = 32
+    loss: str = "spring"
+    alpha: float | None = None
+    backbone: str = "small-cnn"
+    input_size: int | None = None
+    pretrained: str | None = None
+    epochs: int = 30
+    batch_size: int = 100
+    per_class: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    augment: bool = False
+    seed: int = 0
+    device: str = "auto"
+    rotation: str = "random-search"
+    rotation_init: str = "identity"
+    rotation_steps: int = 800
+    rotation_queries: int = 2000
+    rotation_database: int = 16000
+    itq_iterations: int = 50
+    num_workers: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    bundle: Bundle
+    epoch_losses: list[float] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+
+def network_config_for(dataset: Dataset, config: TrainConfig, mean, std) -> NetworkConfig:
+    """Input size and channels from the data (arrays) or the backbone (files)."""
+    if dataset.images is not None:
+        channels = 1 if dataset.images.ndim == 3 else 3
+        size = config.input_size or dataset.images.shape[1]
+    else:
+        channels = 3
+        size = config.input_size or (32 if config.backbone == "small-cnn" else 224)
+    if config.backbone != "small-cnn":
+        channels = 3
+    mean = list(mean)[:1] * channels if len(mean) != channels else list(mean)
+    std = list(std)[:1] * channels if len(std) != channels else list(std)
+    return NetworkConfig(
+        bits=config.bits,
+        backbone=config.backbone,
+        input_size=size,
+        channels=channels,
+        mean=mean,
+        std=std,
+    )
+
+
+def _channel_stats(dataset: Dataset, indices: np.ndarray) -> tuple[list[float], list[float]]:
+    if dataset.images is None:
+        from hashkit.models import IMAGENET_MEAN, IMAGENET_STD
+
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    x = dataset.images[indices].astype(np.float64) / 255.0
+    axes = (0, 1, 2)
+    if x.ndim == 3:
+        return [float(x.mean())], [float(x.std())]
+    return [float(v) for v in x.mean(axis=axes)], [float(v) for v in x.std(axis=axes)]
+
+
+def shift_and_flip(
+    x: torch.Tensor, generator: torch.Generator, pad: int = 2, flip: bool = True
+) -> torch.Tensor:
+    """Light augmentation of a batch ``B x C x H x W``: a random translation of up to ``pad``
+    pixels (zero padding, as RandomCrop(padding=pad)) and a random horizontal flip, per image.
+
+    Done on the whole batch tensor: per-image PIL transforms cost more than the small CNN's
+    forward pass on a CPU.
+    """
+    b, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), value=float(x.min()))
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    c = x.shape[1]
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
+    out = padded.gather(2, rows.expand(b, c, h, w + 2 * pad))
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
+    out = out.gather(3, cols.expand(b, c, h, w))
+    if flip:
+        flips = torch.rand(b, generator=generator) < 0.5
+        out = torch.where(flips[:, None, None, None], out.flip(3), out)
+    return out
+
+
+class _BatchSource:
+    """Training batches ``(x, labels)`` for the positions a sampler yields."""
+
+    def __init__(
+        self, dataset: Dataset, indices: np.ndarray, net_config: NetworkConfig, num_workers: int
+    ) -> None:
+        self.dataset = dataset
+        self.indices = indices
+        self.labels = torch.as_tensor(dataset.labels[indices])
+        if dataset.images is not None:
+            self.tensor = array_to_tensor(dataset.images[indices], net_config)
+        else:
+            self.tensor = None
+            self.transform = image_transform(net_config)
+            self.num_workers = num_workers
+
+    def batches(self, sampler: ClassBalancedBatchSampler):
+        if self.tensor is not None:
+            for pos in sampler:
+                pos_t = torch.as_tensor(pos)
+                yield self.tensor[pos_t], self.labels[pos_t]
+            return
+        from torch.utils.data import DataLoader
+
+        from hashkit.encode import ImageFiles, _collate
+
+        files = ImageFiles([self.dataset.paths[i] for i in self.indices], self.transform)
+        loader = DataLoader(
+            files, batch_sampler=list(sampler), collate_fn=_collate, num_workers=self.num_workers
+        )
+        for xs, pos, bad in loader:
+            if bad:
+                raise DataError(bad[0][1])
+            yield xs, self.labels[torch.as_tensor(pos)]
+
+
+def embed_dataset(
+    net: HashNet,
+    dataset: Dataset,
+    indices: np.ndarray,
+    device,
+    *,
+    progress: Callable | None = None,
+    num_workers: int = 0,
+) -> np.ndarray:
+    """float32 ``len(indices) x bits`` embeddings of dataset items."""
+    if dataset.images is not None:
+        return embed_arrays(net, dataset.images[indices], device=device, progress=progress)
+    from hashkit.encode import iter_file_embeddings
+
+    out = np.zeros((len(indices), net.config.bits), dtype=np.float32)
+    paths = [dataset.paths[i] for i in indices]
+    for pos, h in iter_file_embeddings(
+        net, paths, device=device, strict=True, num_workers=num_workers, progress=progress
+    ):
+        out[pos] = h
+    return out
+
+
+def _subsample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(n, size=k, replace=False)) if n > k else np.arange(n)
+
+
+def learn_rotation(
+    h_train: np.ndarray,
+    labels_train: np.ndarray,
+    config: TrainConfig,
+    *,
+    progress: Callable | None = None,
+) -> tuple[np.ndarray, dict]:
+    """R for codes sgn(R h) from training embeddings, and a dict of what the search saw.
+
+    Random search measures mAP of up to ``rotation_queries`` training queries against up to
+    ``rotation_database`` other training items (METHOD.md section 3).
+    """
+    if config.rotation not in ROTATIONS:
+        raise HashkitError(f"unknown rotation {config.rotation!r}; choose one of {ROTATIONS}")
+    bits = h_train.shape[1]
+    if config.rotation == "none":
+        return np.eye(bits, dtype=np.float32), {}
+    init = None
+    if config.rotation == "itq" or config.rotation_init == "itq":
+        init = itq_rotation(h_train, config.itq_iterations, seed=config.seed)
+        if config.rotation == "itq":
+            return init, {}
+    rng = np.random.default_rng(config.seed + 1)
+    n = len(h_train)
+    nq = min(config.rotation_queries, max(1, n // 3))
+    order = rng.permutation(n)
+    q = np.sort(order[:nq])
+    db = np.sort(order[nq:][: config.rotation_database])
+    result = random_search_rotation(
+        h_train[q],
+        h_train[db],
+        labels_train[q],
+        labels_train[db],
+        steps=config.rotation_steps,
+        init=init,
+        seed=config.seed,
+        progress=progress,
+    )
+    return result.rotation, {
+        "search_queries": int(len(q)),
+        "search_database": int(len(db)),
+        "search_map_start": result.initial_map,
+        "search_map_end": result.final_map,
+        "search_accepted": result.accepted,
+    }
+
+
+def train(
+    dataset: Dataset,
+    split: Split,
+    config: TrainConfig,
+    *,
+    progress: Callable | None = None,
+    log: Callable[[str], None] | None = None,
+    evaluate: bool = True,
+) -> TrainResult:
+    """Train a hashing network on ``split.train`` and learn its rotation.
+
+    ``log`` receives one line per epoch and per stage; ``progress`` is a tqdm-like factory.
+    With ``evaluate`` the query-vs-database mAP of sgn(h) and sgn(R h) is measured too
+    (whole database, ties by database order) and stored in the bundle's metrics.
+    """
+    from hashkit.metrics import mean_average_precision
+
+    log = log or (lambda _msg: None)
+    if dataset.labels is None:
+        raise DataError(f"dataset {dataset.name!r} has no labels: supervised training needs them")
+    if len(split.train) < 2:
+        raise DataError("the training split holds fewer than 2 images")
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    mean, std = _channel_stats(dataset, split.train)
+    net_config = network_config_for(dataset, config, mean, std)
+    net = HashNet(net_config)
+    if config.pretrained:
+        missing = load_pretrained(net, None if config.pretrained == "cache" else config.pretrained)
+        log(f"loaded pretrained weights; {len(missing)} tensors left at random init")
+    net.to(device)
+    loss_fn = make_loss(config.loss, config.alpha)
+    optimiser = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, config.epochs))
+    labels_train = dataset.labels[split.train]
+    sampler = ClassBalancedBatchSampler(
+        labels_train, config.batch_size, config.per_class, seed=config.seed
+    )
+    source = _BatchSource(dataset, split.train, net_config, config.num_workers)
+    generator = torch.Generator().manual_seed(config.seed)
+    flip = dataset.name not in ("mnist",)
+    epoch_losses = []
+    epochs = range(config.epochs)
+    if progress is not None:
+        epochs = progress(epochs, total=config.epochs, desc="training", unit="epoch")
+    started = time.perf_counter()
+    for epoch in epochs:
+        net.train()
+        total, count = 0.0, 0
+        for x, y in source.batches(sampler):
+            if config.augment:
+                x = shift_and_flip(x, generator, flip=flip)
+            h = net(x.to(device, non_blocking=True))
+            loss = loss_fn(h, y.to(device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(x)
+            count += len(x)
+        scheduler.step()
+        epoch_losses.append(total / max(1, count))
+        log(
+            f"epoch {epoch + 1}/{config.epochs}  loss {epoch_losses[-1]:.4f}  "
+            f"({time.perf_counter() - started:.0f}s)"
+        )
+    net.eval()
+    h_train = embed_dataset(net, dataset, split.train, device, num_workers=config.num_workers)
+    log(f"learning the rotation ({config.rotation})")
+    rotation, search_info = learn_rotation(h_train, labels_train, config, progress=progress)
+    metrics = {"train_seconds": time.perf_counter() - started, **search_info}
+    if evaluate and len(split.query) and len(split.database):
+        h_query = embed_dataset(
+            net, dataset, split.query, device, progress=progress, num_workers=config.num_workers
+        )
+        h_db = embed_dataset(
+            net, dataset, split.database, device, progress=progress, num_workers=config.num_workers
+        )
+        lq, ldb = dataset.labels[split.query], dataset.labels[split.database]
+        for name, rot in (("sign", None), ("rotated", rotation)):
+            metrics[f"map_{name}"] = mean_average_precision(
+                sign_codes(h_query, rot), sign_codes(h_db, rot), lq, ldb, config.bits
+            )
+        log(
+            f"query vs database mAP: sgn(h) {metrics['map_sign']:.4f}, "
+            f"sgn(Rh) {metrics['map_rotated']:.4f}"
+        )
+    bundle = Bundle(
+        network=net_config,
+        state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()},
+        rotation=rotation,
+        train_config={
+            **config.to_dict(),
+            "dataset": dataset.name,
+            "protocol": split.protocol,
+            "split_seed": split.seed,
+        },
+        class_names=list(dataset.class_names),
+        metrics=metrics,
+    )
+    return TrainResult(bundle=bundle, epoch_losses=epoch_losses, metrics=metrics)
