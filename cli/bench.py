@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from hashkit.cli.options import data_options, device_option, load_data, quiet_option
 from hashkit.cli.progress import progress_factory
 

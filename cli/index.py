@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from hashkit.cli.options import device_option, quiet_option
 from hashkit.cli.progress import progress_factory
 

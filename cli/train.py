@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import click
+
 from hashkit.cli.options import data_options, device_option, load_data, quiet_option
 from hashkit.cli.progress import progress_factory
+from hashkit.config import DEFAULT_AUGMENT
 
 
 @click.command("train")
@@ -64,11 +66,13 @@ from hashkit.cli.progress import progress_factory
 @click.option("--batch-size", type=click.IntRange(2), default=100, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option(
-    "--augment/--no-augment",
-    default=False,
+    "--augment",
+    type=click.Choice(["none", "crop", "crop-flip", "affine"]),
+    default=DEFAULT_AUGMENT,
     show_default=True,
-    help="Random shifts and flips of training images.",
+    help="Augmentation of training images: random crops (shifts), flips, small affine maps.",
 )
+@click.option("--no-augment", is_flag=True, help="Same as --augment none.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the training run.")
 @click.option(
     "--workers",
@@ -105,6 +109,7 @@ def train_command(
     batch_size,
     lr,
     augment,
+    no_augment,
     seed,
     workers,
     device,
@@ -137,7 +142,7 @@ def train_command(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
-        augment=augment,
+        augment="none" if no_augment else augment,
         seed=seed,
         device=device,
         rotation=rotation,

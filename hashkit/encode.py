@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
@@ -32,45 +31,13 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-def array_to_tensor(images: np.ndarray, config: NetworkConfig) -> torch.Tensor:
-    """uint8 ``N x H x W`` or ``N x H x W x 3`` to the network's normalised float32
-    ``N x C x S x S`` (channels converted, resized when the size differs)."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    x = x.float().div(255.0)
-    if x.shape[1] != config.channels:
-        if config.channels == 1:  # ITU-R 601-2 luma, as PIL's convert("L")
-            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-            x = (x * weights).sum(dim=1, keepdim=True)
-        else:
-            x = x.expand(-1, config.channels, -1, -1)
-    if x.shape[-1] != config.input_size or x.shape[-2] != config.input_size:
-        x = F.interpolate(
-            x,
-            size=(config.input_size, config.input_size),
-            mode="bilinear",
-            antialias=True,
-            align_corners=False,
-        )
-    mean = torch.tensor(config.mean).view(1, -1, 1, 1)
-    std = torch.tensor(config.std).view(1, -1, 1, 1)
-    return (x - mean) / std
+def input_transform(config: NetworkConfig, augment: str = "none"):
+    """The network's input transform (an ImageTransform): images (PIL or uint8 arrays) to
+    normalised float32 ``C x S x S`` in the network's channels and size; ``augment`` as in
+    hashkit.data.ImageTransform, for training."""
+    from hashkit.data.torch_images import ImageTransform
 
-
-def image_transform(config: NetworkConfig) -> Callable:
-    """The torchvision transform from a PIL image to the network's input tensor."""
-    from torchvision import transforms
-
-    mode = "L" if config.channels == 1 else "RGB"
-    return transforms.Compose(
-        [
-            transforms.Lambda(lambda img: img.convert(mode)),
-            transforms.Resize(config.input_size),
-            transforms.CenterCrop(config.input_size),
-            transforms.ToTensor(),
-            transforms.Normalize(config.mean, config.std),
-        ]
-    )
+    return ImageTransform(config.input_size, config.channels, config.mean, config.std, augment)
 
 
 def find_images(folder: str | os.PathLike) -> list[str]:
@@ -129,15 +96,16 @@ def embed_arrays(
     device: str | torch.device = "cpu",
     progress: Callable | None = None,
 ) -> np.ndarray:
-    """float32 ``N x bits`` embeddings of a uint8 image array (see array_to_tensor)."""
+    """float32 ``N x bits`` embeddings of a uint8 image array ``N x H x W [x 3]``."""
     net.eval()
     device = torch.device(device)
+    transform = input_transform(net.config)
     out = []
     starts = range(0, len(images), batch_size)
     if progress is not None:
         starts = progress(starts, total=len(starts), desc="embedding", unit="batch")
     for s in starts:
-        x = array_to_tensor(images[s : s + batch_size], net.config).to(device)
+        x = transform.batch(images[s : s + batch_size]).to(device)
         out.append(net(x).float().cpu().numpy())
     if not out:
         return np.zeros((0, net.config.bits), dtype=np.float32)
@@ -161,7 +129,7 @@ def iter_file_embeddings(
     net.eval()
     device = torch.device(device)
     loader = DataLoader(
-        ImageFiles(paths, image_transform(net.config)),
+        ImageFiles(paths, input_transform(net.config)),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,

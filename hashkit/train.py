@@ -6,51 +6,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from hashkit.bundle import Bundle
 from hashkit.codes import sign_codes
+from hashkit.config import TrainConfig
 from hashkit.data.base import Dataset
 from hashkit.data.protocol import Split
-from hashkit.encode import array_to_tensor, embed_arrays, image_transform, resolve_device
+from hashkit.encode import embed_arrays, input_transform, resolve_device
 from hashkit.errors import DataError, HashkitError
 from hashkit.losses import make_loss
 from hashkit.models import HashNet, NetworkConfig, load_pretrained
 from hashkit.rotation import ROTATIONS, itq_rotation, random_search_rotation
 from hashkit.sampling import ClassBalancedBatchSampler
-
-
-@dataclass
-class TrainConfig:
-    """The training recipe; stored in the bundle as ``train_config``."""
-
-    bits: int = 32
-    loss: str = "spring"
-    alpha: float | None = None
-    backbone: str = "small-cnn"
-    input_size: int | None = None
-    pretrained: str | None = None
-    epochs: int = 30
-    batch_size: int = 100
-    per_class: int = 10
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    augment: bool = False
-    seed: int = 0
-    device: str = "auto"
-    rotation: str = "random-search"
-    rotation_init: str = "identity"
-    rotation_steps: int = 800
-    rotation_queries: int = 2000
-    rotation_database: int = 16000
-    itq_iterations: int = 50
-    num_workers: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -60,8 +31,9 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
 
 
-def network_config_for(dataset: Dataset, config: TrainConfig, mean, std) -> NetworkConfig:
-    """Input size and channels from the data (arrays) or the backbone (files)."""
+def network_config_for(dataset: Dataset, config: TrainConfig) -> NetworkConfig:
+    """Input size and channels from the data (arrays) or the backbone (files); the
+    normalisation is filled in by ``train``."""
     if dataset.images is not None:
         channels = 1 if dataset.images.ndim == 3 else 3
         size = config.input_size or dataset.images.shape[1]
@@ -70,88 +42,39 @@ def network_config_for(dataset: Dataset, config: TrainConfig, mean, std) -> Netw
         size = config.input_size or (32 if config.backbone == "small-cnn" else 224)
     if config.backbone != "small-cnn":
         channels = 3
-    mean = list(mean)[:1] * channels if len(mean) != channels else list(mean)
-    std = list(std)[:1] * channels if len(std) != channels else list(std)
     return NetworkConfig(
-        bits=config.bits,
-        backbone=config.backbone,
-        input_size=size,
-        channels=channels,
-        mean=mean,
-        std=std,
+        bits=config.bits, backbone=config.backbone, input_size=size, channels=channels
     )
 
 
-def _channel_stats(dataset: Dataset, indices: np.ndarray) -> tuple[list[float], list[float]]:
-    if dataset.images is None:
+def _normalisation(dataset: Dataset, indices: np.ndarray, config: TrainConfig, channels: int):
+    """ImageNet statistics for pretrained backbones, else the training images' own."""
+    if config.pretrained:
         from hashkit.models import IMAGENET_MEAN, IMAGENET_STD
 
         return list(IMAGENET_MEAN), list(IMAGENET_STD)
-    x = dataset.images[indices].astype(np.float64) / 255.0
-    axes = (0, 1, 2)
-    if x.ndim == 3:
-        return [float(x.mean())], [float(x.std())]
-    return [float(v) for v in x.mean(axis=axes)], [float(v) for v in x.std(axis=axes)]
+    from hashkit.data.torch_images import channel_stats
+
+    mean, std = channel_stats(dataset, indices, channels, max_images=5000, seed=config.seed)
+    return list(mean), list(std)
 
 
-def shift_and_flip(
-    x: torch.Tensor, generator: torch.Generator, pad: int = 2, flip: bool = True
-) -> torch.Tensor:
-    """Light augmentation of a batch ``B x C x H x W``: a random translation of up to ``pad``
-    pixels (zero padding, as RandomCrop(padding=pad)) and a random horizontal flip, per image.
+def _training_batches(
+    dataset: Dataset,
+    indices: np.ndarray,
+    net_config: NetworkConfig,
+    sampler: ClassBalancedBatchSampler,
+    augment: str,
+    num_workers: int,
+):
+    """A DataLoader of ``(x, labels, dataset indices)`` over ``sampler``'s batches; array
+    datasets are converted and augmented a whole batch at a time."""
+    from torch.utils.data import DataLoader
 
-    Done on the whole batch tensor: per-image PIL transforms cost more than the small CNN's
-    forward pass on a CPU.
-    """
-    b, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), value=float(x.min()))
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    c = x.shape[1]
-    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
-    out = padded.gather(2, rows.expand(b, c, h, w + 2 * pad))
-    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
-    out = out.gather(3, cols.expand(b, c, h, w))
-    if flip:
-        flips = torch.rand(b, generator=generator) < 0.5
-        out = torch.where(flips[:, None, None, None], out.flip(3), out)
-    return out
+    from hashkit.data.torch_images import TorchImages
 
-
-class _BatchSource:
-    """Training batches ``(x, labels)`` for the positions a sampler yields."""
-
-    def __init__(
-        self, dataset: Dataset, indices: np.ndarray, net_config: NetworkConfig, num_workers: int
-    ) -> None:
-        self.dataset = dataset
-        self.indices = indices
-        self.labels = torch.as_tensor(dataset.labels[indices])
-        if dataset.images is not None:
-            self.tensor = array_to_tensor(dataset.images[indices], net_config)
-        else:
-            self.tensor = None
-            self.transform = image_transform(net_config)
-            self.num_workers = num_workers
-
-    def batches(self, sampler: ClassBalancedBatchSampler):
-        if self.tensor is not None:
-            for pos in sampler:
-                pos_t = torch.as_tensor(pos)
-                yield self.tensor[pos_t], self.labels[pos_t]
-            return
-        from torch.utils.data import DataLoader
-
-        from hashkit.encode import ImageFiles, _collate
-
-        files = ImageFiles([self.dataset.paths[i] for i in self.indices], self.transform)
-        loader = DataLoader(
-            files, batch_sampler=list(sampler), collate_fn=_collate, num_workers=self.num_workers
-        )
-        for xs, pos, bad in loader:
-            if bad:
-                raise DataError(bad[0][1])
-            yield xs, self.labels[torch.as_tensor(pos)]
+    images = TorchImages(dataset, indices, input_transform(net_config, augment))
+    return DataLoader(images, batch_sampler=sampler, num_workers=num_workers)
 
 
 def embed_dataset(
@@ -252,8 +175,10 @@ def train(
         raise DataError("the training split holds fewer than 2 images")
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    mean, std = _channel_stats(dataset, split.train)
-    net_config = network_config_for(dataset, config, mean, std)
+    net_config = network_config_for(dataset, config)
+    net_config.mean, net_config.std = _normalisation(
+        dataset, split.train, config, net_config.channels
+    )
     net = HashNet(net_config)
     if config.pretrained:
         missing = load_pretrained(net, None if config.pretrained == "cache" else config.pretrained)
@@ -266,9 +191,9 @@ def train(
     sampler = ClassBalancedBatchSampler(
         labels_train, config.batch_size, config.per_class, seed=config.seed
     )
-    source = _BatchSource(dataset, split.train, net_config, config.num_workers)
-    generator = torch.Generator().manual_seed(config.seed)
-    flip = dataset.name not in ("mnist",)
+    batches = _training_batches(
+        dataset, split.train, net_config, sampler, config.augment, config.num_workers
+    )
     epoch_losses = []
     epochs = range(config.epochs)
     if progress is not None:
@@ -277,9 +202,7 @@ def train(
     for epoch in epochs:
         net.train()
         total, count = 0.0, 0
-        for x, y in source.batches(sampler):
-            if config.augment:
-                x = shift_and_flip(x, generator, flip=flip)
+        for x, y, _ in batches:
             h = net(x.to(device, non_blocking=True))
             loss = loss_fn(h, y.to(device))
             optimiser.zero_grad(set_to_none=True)
