@@ -1,0 +1,588 @@
+"""Retrieval metrics for packed binary codes: mAP (whole and @k), tie-aware mAP, P@k, R@k,
+the precision-recall curve over Hamming radius and the precision within Hamming radius 2.
+
+Every function takes query codes ``xq`` (uint8 ``nq x ceil(bits/8)``), database codes ``xb``
+(uint8 ``nb x ceil(bits/8)``), packed as :func:`hashkit.codes.pack_codes` does it, and labels:
+int64 ``N`` (single label: relevant = same label) or uint8 ``N x C`` multi-hot (relevant =
+shares at least one label). The database is ranked for each query by Hamming distance, ties
+broken by database order (a stable sort): the convention of published deep-hashing numbers.
+
+How it is fast and exact: a Hamming distance takes only ``bits + 1`` values, so the ranking is
+a stable counting sort of one byte per item (numpy's radix argsort of uint8), run on blocks of
+queries in threads (numpy releases the GIL). Everything after the sort touches only the
+relevant items: their ranks come from one ``flatnonzero`` and the sums are float64.
+Tie-aware AP and the radius metrics need no sort at all, only per-query counts of items and
+of relevant items at each distance.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from hashkit.codes import check_packed
+from hashkit.errors import DataError, HashkitError, MismatchError
+
+NORMALISERS = ("retrieved", "min")
+
+# Pairs (query x database item) per block, about 20 bytes each: small enough for the cache.
+_BLOCK_PAIRS = 1 << 19
+
+_EULER_GAMMA = 0.57721566490153286060651209
+
+
+def hamming_distance_matrix(xq: np.ndarray, xb: np.ndarray, bits: int) -> np.ndarray:
+    """Hamming distances ``nq x nb`` between packed codes, uint8 (uint16 when bits > 255)."""
+    xq, xb = _as_codes(xq, bits, "query"), _as_codes(xb, bits, "database")
+    words_q, words_b = _words(xq), _words(xb)
+    return _distances(words_q, words_b, bits)
+
+
+def relevance_matrix(labels_q: np.ndarray, labels_b: np.ndarray) -> np.ndarray:
+    """Relevance ``nq x nb`` (bool): same label, or at least one shared label for multi-hot."""
+    labels = _Labels.build(labels_q, labels_b, len(labels_q), len(labels_b))
+    return labels.relevance(np.arange(len(labels_q)))
+
+
+def average_precision(
+    xq: np.ndarray,
+    xb: np.ndarray,
+    labels_q: np.ndarray,
+    labels_b: np.ndarray,
+    bits: int,
+    top_k: int | None = None,
+    *,
+    normaliser: str = "retrieved",
+    tie_aware: bool = False,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """Average precision of each query, float64 ``nq``; see :func:`mean_average_precision`."""
+    _check_normaliser(normaliser)
+    nb = len(xb)
+    k = nb if top_k is None else _check_k(top_k)
+    if tie_aware:
+        if normaliser == "retrieved" and k < nb:
+            raise HashkitError(
+                "tie-aware AP@k is defined with normaliser='min' (min(R, k)); "
+                "with 'retrieved' the normaliser itself depends on the tie order"
+            )
+        counts = _scan(
+            xq, xb, labels_q, labels_b, bits, ks=(), histograms=True, n_threads=n_threads
+        )
+        return _tie_aware_ap(counts.n, counts.r, k)
+    stats = _scan(xq, xb, labels_q, labels_b, bits, ks=(k,), histograms=False, n_threads=n_threads)
+    return _ap_from_sums(stats.ap_sum[:, 0], stats.hits[:, 0], stats.relevant, k, normaliser)
+
+
+def mean_average_precision(
+    xq: np.ndarray,
+    xb: np.ndarray,
+    labels_q: np.ndarray,
+    labels_b: np.ndarray,
+    bits: int,
+    top_k: int | None = None,
+    *,
+    normaliser: str = "retrieved",
+    tie_aware: bool = False,
+    n_threads: int | None = None,
+) -> float:
+    """Mean over queries of the average precision of the Hamming ranking.
+
+    ``xq`` uint8 ``nq x ceil(bits/8)`` and ``xb`` uint8 ``nb x ceil(bits/8)`` packed codes;
+    ``labels_q`` / ``labels_b`` int64 ``N`` (single label) or uint8 ``N x C`` multi-hot.
+
+    The database is ranked by Hamming distance, ties broken by database order. With the
+    default ``normaliser="retrieved"`` this is the convention of published deep-hashing code
+    (HashNet, DeepHash-pytorch)::
+
+        AP@k = (1 / R_k) * sum_{i <= k} P(i) rel(i)
+
+    with ``P(i)`` the precision of the first ``i`` items and ``R_k`` the number of relevant
+    items in the top ``k``; ``top_k=None`` ranks the whole database (``R_k = R``). A query
+    with no relevant item in the top ``k`` scores 0 and still counts in the mean.
+    ``normaliser="min"`` divides by ``min(R, k)`` instead, ``R`` the relevant items in the
+    whole database (the other common definition; equal to the first when ``top_k=None``).
+
+    ``tie_aware=True`` returns the tie-aware mAP of He et al., "Hashing as Tie-Aware Learning
+    to Rank" (CVPR 2018): the expected AP over uniformly random orders within equal
+    distances, which does not depend on how ties are broken. It is exact (a closed form per
+    distance) and supports ``top_k`` with ``normaliser="min"``.
+
+    ``n_threads``: worker threads over query blocks (default: the CPUs this process may use).
+    """
+    return float(
+        average_precision(
+            xq,
+            xb,
+            labels_q,
+            labels_b,
+            bits,
+            top_k,
+            normaliser=normaliser,
+            tie_aware=tie_aware,
+            n_threads=n_threads,
+        ).mean()
+    )
+
+
+def precision_at_k(
+    xq: np.ndarray,
+    xb: np.ndarray,
+    labels_q: np.ndarray,
+    labels_b: np.ndarray,
+    bits: int,
+    ks: Sequence[int],
+    *,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """Mean precision of the top ``k`` (ties by database order), float64 ``len(ks)``.
+
+    The denominator is ``min(k, nb)``: a database smaller than ``k`` returns all it has.
+    """
+    ks = [_check_k(k) for k in ks]
+    stats = _scan(xq, xb, labels_q, labels_b, bits, ks=ks, histograms=False, n_threads=n_threads)
+    return _precision_at(stats.hits, ks, len(xb))
+
+
+def recall_at_k(
+    xq: np.ndarray,
+    xb: np.ndarray,
+    labels_q: np.ndarray,
+    labels_b: np.ndarray,
+    bits: int,
+    ks: Sequence[int],
+    *,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """Mean recall of the top ``k`` (ties by database order), float64 ``len(ks)``.
+
+    A query with no relevant item in the database scores 0.
+    """
+    ks = [_check_k(k) for k in ks]
+    stats = _scan(xq, xb, labels_q, labels_b, bits, ks=ks, histograms=False, n_threads=n_threads)
+    return _recall_at(stats.hits, stats.relevant)
+
+
+def precision_recall_curve(
+    xq: np.ndarray,
+    xb: np.ndarray,
+    labels_q: np.ndarray,
+    labels_b: np.ndarray,
+    bits: int,
+    *,
+    empty: str = "zero",
+    n_threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean precision and recall of the items within Hamming radius ``r`` for ``r = 0..bits``.
+
+    Returns ``(precision, recall)``, each float64 ``bits + 1``. A query that retrieves nothing
+    within a radius has precision 0 there with ``empty="zero"`` (the usual convention), or is
+    left out of that radius's mean with ``empty="skip"``. Recall of a query with no relevant
+    item is 0.
+    """
+    counts = _scan(xq, xb, labels_q, labels_b, bits, ks=(), histograms=True, n_threads=n_threads)
+    return _pr_curve(counts.n, counts.r, empty)
+
+
+def precision_within_radius(
+    xq: np.ndarray,
+    xb: np.ndarray,
+    labels_q: np.ndarray,
+    labels_b: np.ndarray,
+    bits: int,
+    radius: int = 2,
+    *,
+    empty: str = "zero",
+    n_threads: int | None = None,
+) -> float:
+    """Mean precision of the items within Hamming radius ``radius`` (the classic P@r<=2).
+
+    ``empty`` as in :func:`precision_recall_curve`.
+    """
+    precision, _ = precision_recall_curve(
+        xq, xb, labels_q, labels_b, bits, empty=empty, n_threads=n_threads
+    )
+    return float(precision[min(max(radius, 0), bits)])
+
+
+def evaluate_retrieval(
+    xq: np.ndarray,
+    xb: np.ndarray,
+    labels_q: np.ndarray,
+    labels_b: np.ndarray,
+    bits: int,
+    *,
+    top_k: Sequence[int] = (1000,),
+    precision_ks: Sequence[int] = (100, 500, 1000),
+    curve_ks: Sequence[int] | None = None,
+    radius: int = 2,
+    n_threads: int | None = None,
+) -> dict:
+    """Every retrieval metric from one pass over the data.
+
+    Returns a dict with ``map`` (whole database), ``map_at`` ({k: mAP@k} for ``top_k``,
+    normaliser "retrieved"), ``map_at_min`` (the same with normaliser min(R, k)),
+    ``tie_aware_map``, ``precision_at`` and ``recall_at`` ({k: value} for ``precision_ks``),
+    ``precision_radius2`` (precision within ``radius``), ``pr_curve`` ({"radius", "precision",
+    "recall"} lists over radius 0..bits), ``precision_curve`` ({"k", "precision", "recall"}
+    over ``curve_ks``, default 20 cut-offs up to min(nb, 1000 or the largest k asked)),
+    and ``n_queries``, ``n_database``, ``bits``. Conventions as in the functions above.
+    """
+    nb = len(xb)
+    top_k = [_check_k(k) for k in top_k]
+    precision_ks = [_check_k(k) for k in precision_ks]
+    if curve_ks is None:
+        last = min(nb, max([1000, *top_k, *precision_ks]))
+        curve_ks = np.unique(np.linspace(1, last, 20).round().astype(int)).tolist()
+    curve_ks = [_check_k(k) for k in curve_ks]
+    ks = [nb, *top_k, *precision_ks, *curve_ks]
+    stats = _scan(xq, xb, labels_q, labels_b, bits, ks=ks, histograms=True, n_threads=n_threads)
+    i_top = 1
+    i_prec = i_top + len(top_k)
+    i_curve = i_prec + len(precision_ks)
+
+    def ap_mean(i: int, k: int, normaliser: str) -> float:
+        ap = _ap_from_sums(stats.ap_sum[:, i], stats.hits[:, i], stats.relevant, k, normaliser)
+        return float(ap.mean())
+
+    precision = _precision_at(stats.hits, ks, nb)
+    recall = _recall_at(stats.hits, stats.relevant)
+    pr_precision, pr_recall = _pr_curve(stats.n, stats.r, "zero")
+    return {
+        "map": ap_mean(0, nb, "retrieved"),
+        "map_at": {k: ap_mean(i_top + j, k, "retrieved") for j, k in enumerate(top_k)},
+        "map_at_min": {k: ap_mean(i_top + j, k, "min") for j, k in enumerate(top_k)},
+        "tie_aware_map": float(_tie_aware_ap(stats.n, stats.r, nb).mean()),
+        "precision_at": {k: float(precision[i_prec + j]) for j, k in enumerate(precision_ks)},
+        "recall_at": {k: float(recall[i_prec + j]) for j, k in enumerate(precision_ks)},
+        "precision_radius2": float(pr_precision[min(max(radius, 0), bits)]),
+        "pr_curve": {
+            "radius": list(range(bits + 1)),
+            "precision": pr_precision.tolist(),
+            "recall": pr_recall.tolist(),
+        },
+        "precision_curve": {
+            "k": list(curve_ks),
+            "precision": precision[i_curve:].tolist(),
+            "recall": recall[i_curve:].tolist(),
+        },
+        "n_queries": len(xq),
+        "n_database": nb,
+        "bits": bits,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# The scan: one pass over query blocks, in threads.
+
+
+@dataclass
+class _ScanStats:
+    """Per-query results of a scan: ``relevant`` int64 nq (R); for each cut-off k in ``ks``,
+    ``hits`` int64 nq x len(ks) (R_k) and ``ap_sum`` float64 nq x len(ks) (sum of P(i) rel(i)
+    over i <= k); with histograms, ``n`` and ``r`` int64 nq x (bits+1): items and relevant
+    items at each distance."""
+
+    relevant: np.ndarray
+    hits: np.ndarray
+    ap_sum: np.ndarray
+    n: np.ndarray | None
+    r: np.ndarray | None
+
+
+def _scan(xq, xb, labels_q, labels_b, bits, *, ks, histograms, n_threads) -> _ScanStats:
+    xq, xb = _as_codes(xq, bits, "query"), _as_codes(xb, bits, "database")
+    nq, nb = len(xq), len(xb)
+    if nq == 0:
+        raise DataError("no query codes")
+    if nb == 0:
+        raise DataError("no database codes")
+    labels = _Labels.build(labels_q, labels_b, nq, nb)
+    words_q, words_b = _words(xq), _words(xb)
+    cut = np.minimum(np.asarray(ks, dtype=np.int64), nb)
+    block = max(1, min(nq, _BLOCK_PAIRS // nb))
+    starts = range(0, nq, block)
+
+    def run(start: int):
+        rows = np.arange(start, min(start + block, nq))
+        d = _distances(words_q[rows], words_b, bits)
+        rel = labels.relevance(rows) if histograms or labels.multi else None
+        out = {}
+        if len(cut):
+            # Stable: ties keep database order. numpy sorts 1- and 2-byte keys by radix.
+            order = np.argsort(d, axis=1, kind="stable")
+            ranked_rel = labels.ranked_relevance(rows, order, rel)
+            del order
+            out["relevant"], out["hits"], out["ap_sum"] = _ranked_sums(ranked_rel, cut)
+        if histograms:
+            out["n"], out["r"] = _histograms(d, rel, bits)
+            out["relevant"] = out["r"].sum(axis=1)
+        return out
+
+    threads = _n_threads(n_threads, len(starts))
+    if threads == 1:
+        parts = [run(s) for s in starts]
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            parts = list(pool.map(run, starts))
+
+    def cat(key: str, shape: tuple) -> np.ndarray:
+        if key not in parts[0]:
+            return np.zeros(shape)
+        return np.concatenate([p[key] for p in parts])
+
+    return _ScanStats(
+        relevant=cat("relevant", (nq,)),
+        hits=cat("hits", (nq, 0)),
+        ap_sum=cat("ap_sum", (nq, 0)),
+        n=cat("n", (nq, 0)) if histograms else None,
+        r=cat("r", (nq, 0)) if histograms else None,
+    )
+
+
+def _ranked_sums(ranked_rel: np.ndarray, cut: np.ndarray):
+    """R, R_k and sum_{i<=k} P(i) rel(i) per row of a block, for each cut-off in ``cut``.
+
+    ``ranked_rel`` bool ``bq x nb``: relevance in ranked order; ``cut`` int64 k's <= nb.
+    Returns int64 ``bq``, int64 ``bq x len(cut)`` and float64 ``bq x len(cut)``.
+    """
+    bq, nb = ranked_rel.shape
+    flat = np.flatnonzero(ranked_rel)  # row * nb + (rank - 1) of each relevant item
+    row = flat // nb
+    rank = flat - row * nb + 1
+    per_row = np.bincount(row, minlength=bq)
+    first = np.zeros(bq + 1, dtype=np.int64)
+    np.cumsum(per_row, out=first[1:])
+    relevant_rank = np.arange(1, len(flat) + 1) - first[row]
+    cumulative = np.zeros(len(flat) + 1)
+    np.cumsum(relevant_rank / rank, out=cumulative[1:])
+    ends = np.searchsorted(flat, np.arange(bq)[:, None] * nb + cut[None, :])
+    hits = ends - first[:-1, None]
+    ap_sum = cumulative[ends] - cumulative[first[:-1, None]]
+    return per_row.astype(np.int64), hits.astype(np.int64), ap_sum
+
+
+def _histograms(d: np.ndarray, rel: np.ndarray, bits: int):
+    """Items and relevant items at each distance 0..bits, int64 ``bq x (bits+1)`` each."""
+    bq = len(d)
+    width = bits + 1
+    key = d.astype(np.intp)
+    key += (np.arange(bq, dtype=np.intp) * width)[:, None]
+    n = np.bincount(key.ravel(), minlength=bq * width).reshape(bq, width)
+    r = np.bincount(key[rel], minlength=bq * width).reshape(bq, width)
+    return n.astype(np.int64), r.astype(np.int64)
+
+
+def _n_threads(n_threads: int | None, n_blocks: int) -> int:
+    if n_threads is None:
+        try:
+            n_threads = len(os.sched_getaffinity(0))
+        except AttributeError:
+            n_threads = os.cpu_count() or 1
+    return max(1, min(int(n_threads), n_blocks))
+
+
+# ---------------------------------------------------------------------------------------
+# Codes, distances and labels.
+
+
+def _as_codes(codes: np.ndarray, bits: int, what: str) -> np.ndarray:
+    codes = np.asarray(codes)
+    try:
+        check_packed(codes, bits)
+    except HashkitError as exc:
+        raise MismatchError(f"{what} codes: {exc}") from None
+    return np.ascontiguousarray(codes)
+
+
+def _words(codes: np.ndarray) -> np.ndarray:
+    """Packed codes as ``N x w`` unsigned words (the narrowest of 8/16/32/64 bits that fits),
+    zero padded: XOR and popcount then touch as few bytes as possible."""
+    nbytes = codes.shape[1]
+    width = next((w for w in (1, 2, 4) if nbytes <= w), 8)
+    nwords = -(-nbytes // width)
+    padded = np.zeros((len(codes), nwords * width), dtype=np.uint8)
+    padded[:, :nbytes] = codes
+    return padded.view(np.dtype(f"u{width}"))
+
+
+def _distances(words_q: np.ndarray, words_b: np.ndarray, bits: int) -> np.ndarray:
+    dtype = np.uint8 if bits <= 255 else np.uint16
+    out = np.zeros((len(words_q), len(words_b)), dtype=dtype)
+    xor = np.empty((len(words_q), len(words_b)), dtype=words_q.dtype)
+    count = np.empty_like(out, dtype=np.uint8) if dtype != np.uint8 else None
+    for w in range(words_q.shape[1]):
+        np.bitwise_xor(words_q[:, w, None], words_b[None, :, w], out=xor)
+        if count is None and w == 0:
+            np.bitwise_count(xor, out=out)
+        elif count is None:
+            out += np.bitwise_count(xor)
+        else:
+            np.bitwise_count(xor, out=count)
+            out += count
+    return out
+
+
+@dataclass
+class _Labels:
+    """Labels prepared for relevance by blocks: single labels as small integer classes,
+    multi-hot as float32 (exact for counts below 2**24) for a matrix product."""
+
+    query: np.ndarray
+    database: np.ndarray
+    multi: bool
+
+    @classmethod
+    def build(cls, labels_q, labels_b, nq: int, nb: int) -> _Labels:
+        labels_q, labels_b = np.asarray(labels_q), np.asarray(labels_b)
+        for what, labels, n in (("query", labels_q, nq), ("database", labels_b, nb)):
+            if labels.ndim not in (1, 2) or len(labels) != n:
+                raise MismatchError(
+                    f"{what} labels of shape {labels.shape} do not match {n} codes "
+                    "(expected N single labels or N x C multi-hot)"
+                )
+        if labels_q.ndim != labels_b.ndim:
+            raise MismatchError(
+                f"query labels are {_label_kind(labels_q)} but database labels are "
+                f"{_label_kind(labels_b)}"
+            )
+        if labels_q.ndim == 2:
+            if labels_q.shape[1] != labels_b.shape[1]:
+                raise MismatchError(
+                    f"multi-hot labels disagree: {labels_q.shape[1]} classes for the queries, "
+                    f"{labels_b.shape[1]} for the database"
+                )
+            return cls(
+                query=(labels_q != 0).astype(np.float32),
+                database=np.ascontiguousarray((labels_b != 0).astype(np.float32).T),
+                multi=True,
+            )
+        classes, inverse = np.unique(np.concatenate([labels_q, labels_b]), return_inverse=True)
+        dtype = np.uint8 if len(classes) <= 256 else np.int32
+        inverse = inverse.astype(dtype)
+        return cls(query=inverse[:nq], database=inverse[nq:], multi=False)
+
+    def relevance(self, rows: np.ndarray) -> np.ndarray:
+        """bool ``len(rows) x nb``."""
+        if self.multi:
+            return (self.query[rows] @ self.database) > 0
+        return self.database[None, :] == self.query[rows, None]
+
+    def ranked_relevance(self, rows: np.ndarray, order: np.ndarray, rel: np.ndarray | None):
+        """bool ``len(rows) x nb``: relevance of the database items in the order ``order``
+        (intp ``len(rows) x nb``); ``rel`` is this block's relevance if already computed."""
+        if self.multi:
+            return np.take_along_axis(rel, order, axis=1)
+        # Gathering one-byte classes is cheaper than gathering the relevance matrix.
+        return self.database[order] == self.query[rows, None]
+
+
+def _label_kind(labels: np.ndarray) -> str:
+    return "single labels (N)" if labels.ndim == 1 else f"multi-hot (N x {labels.shape[1]})"
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics from the per-query sums and counts.
+
+
+def _check_normaliser(normaliser: str) -> None:
+    if normaliser not in NORMALISERS:
+        raise HashkitError(f"normaliser must be one of {NORMALISERS}, got {normaliser!r}")
+
+
+def _check_k(k: int) -> int:
+    k = int(k)
+    if k < 1:
+        raise HashkitError(f"k must be at least 1, got {k}")
+    return k
+
+
+def _ap_from_sums(ap_sum, hits, relevant, k: int, normaliser: str) -> np.ndarray:
+    _check_normaliser(normaliser)
+    denominator = hits if normaliser == "retrieved" else np.minimum(relevant, k)
+    return np.divide(ap_sum, denominator, out=np.zeros(len(ap_sum)), where=denominator > 0)
+
+
+def _precision_at(hits: np.ndarray, ks: Sequence[int], nb: int) -> np.ndarray:
+    denominator = np.minimum(np.asarray(ks, dtype=np.float64), nb)
+    return (hits / denominator).mean(axis=0)
+
+
+def _recall_at(hits: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+    recall = np.divide(
+        hits,
+        relevant[:, None],
+        out=np.zeros(hits.shape, dtype=np.float64),
+        where=relevant[:, None] > 0,
+    )
+    return recall.mean(axis=0)
+
+
+def _pr_curve(n: np.ndarray, r: np.ndarray, empty: str):
+    if empty not in ("zero", "skip"):
+        raise HashkitError(f"empty must be 'zero' or 'skip', got {empty!r}")
+    retrieved = np.cumsum(n, axis=1)
+    hit = np.cumsum(r, axis=1)
+    relevant = hit[:, -1:]
+    some = retrieved > 0
+    precision = np.divide(hit, retrieved, out=np.zeros(hit.shape), where=some)
+    recall = np.divide(hit, relevant, out=np.zeros(hit.shape), where=relevant > 0)
+    if empty == "zero":
+        mean_precision = precision.mean(axis=0)
+    else:
+        counted = some.sum(axis=0)
+        mean_precision = np.divide(
+            precision.sum(axis=0), counted, out=np.zeros(len(counted)), where=counted > 0
+        )
+    return mean_precision, recall.mean(axis=0)
+
+
+def harmonic_numbers(n: int) -> np.ndarray:
+    """``H(0..n)`` in float64, each to about one unit in the last place (float64 ``n + 1``)."""
+    i = np.arange(n + 1, dtype=np.float64)
+    small = min(n, 64)
+    table = np.zeros(n + 1)
+    np.cumsum(1.0 / i[1 : small + 1], out=table[1 : small + 1])
+    if n > small:
+        # Asymptotic series; its truncation error at m > 64 is below 1e-20.
+        m = i[small + 1 :]
+        inv2 = 1.0 / (m * m)
+        table[small + 1 :] = (
+            np.log(m) + _EULER_GAMMA + 0.5 / m - inv2 * (1.0 / 12 - inv2 * (1.0 / 120 - inv2 / 252))
+        )
+    return table
+
+
+def _tie_aware_ap(n: np.ndarray, r: np.ndarray, k: int) -> np.ndarray:
+    """Tie-aware AP (He et al. 2018) of each query from its counts per distance.
+
+    ``n``, ``r``: int64 ``nq x (bits+1)`` items and relevant items at each distance. Within a
+    tie group of ``n_d`` items, ``r_d`` relevant, after ``a`` items and ``R_a`` relevant ones,
+    position ``i`` is relevant with probability ``r_d/n_d`` and, if so, has in expectation
+    ``R_a + 1 + (i - a - 1)(r_d - 1)/(n_d - 1)`` relevant items up to it. Summing
+    ``P(rel at i) E[#rel <= i | rel at i] / i`` over ``i <= k`` and dividing by
+    ``min(R, k)`` gives the exact expectation of AP over random orders within ties.
+    """
+    n = n.astype(np.float64)
+    r_ = r.astype(np.float64)
+    before = np.cumsum(n, axis=1) - n
+    relevant_before = np.cumsum(r_, axis=1) - r_
+    total = r_.sum(axis=1)
+    end = np.minimum(before + n, k)
+    harmonic = harmonic_numbers(int(n.sum(axis=1).max()))
+    active = (r > 0) & (before < k)
+    a = before[active]
+    m = end[active]
+    nd = n[active]
+    rd = r_[active]
+    beta = np.divide(rd - 1, nd - 1, out=np.zeros(len(nd)), where=nd > 1)
+    delta_h = harmonic[m.astype(np.int64)] - harmonic[a.astype(np.int64)]
+    group = rd / nd * ((relevant_before[active] + 1 - (a + 1) * beta) * delta_h + beta * (m - a))
+    sums = np.zeros(n.shape)
+    sums[active] = group
+    denominator = np.minimum(total, k)
+    return np.divide(sums.sum(axis=1), denominator, out=np.zeros(len(n)), where=denominator > 0)

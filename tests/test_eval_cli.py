@@ -1,0 +1,110 @@
+"""``hashkit eval`` on stores written by hashkit and by plain h5py."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hashkit import metrics
+from hashkit.cli.main import _registered, cli
+from hashkit.codes import pack_codes
+from hashkit.store import CodeStore, write_store
+
+
+def codes_and_labels(seed, n, bits, multi=False):
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(0).integers(0, 2, (3, bits))
+    classes = rng.integers(0, 3, n)
+    codes = pack_codes(centres[classes] ^ (rng.random((n, bits)) < 0.2))
+    labels = np.eye(3, dtype=np.uint8)[classes] if multi else classes.astype(np.int64)
+    return codes, labels
+
+
+def write_hashkit_store(path, seed, n, bits, multi=False):
+    codes, labels = codes_and_labels(seed, n, bits, multi)
+    write_store(path, CodeStore(codes=codes, ids=np.arange(n), bits=bits, labels=labels))
+    return codes, labels
+
+
+def write_plain_h5(path, codes, labels=None, bits=None):
+    with h5py.File(path, "w") as f:
+        f["codes"] = codes
+        if labels is not None:
+            f["labels"] = labels
+        if bits is not None:
+            f.attrs["bits"] = bits
+
+
+def invoke(*args):
+    _registered()
+    return CliRunner().invoke(cli, ["eval", *map(str, args)])
+
+
+def test_eval_json_has_the_documented_keys_and_the_library_values(tmp_path):
+    q, lq = write_hashkit_store(tmp_path / "q.h5", 1, 20, 12)
+    b, lb = write_hashkit_store(tmp_path / "b.h5", 2, 300, 12)
+    result = invoke(tmp_path / "q.h5", tmp_path / "b.h5", "--top-k", 10, "--top-k", 50, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["map"] == pytest.approx(metrics.mean_average_precision(q, b, lq, lb, 12))
+    assert set(out["map_at"]) == {"10", "50"}
+    assert out["map_at"]["10"] == pytest.approx(
+        metrics.mean_average_precision(q, b, lq, lb, 12, 10)
+    )
+    assert out["tie_aware_map"] == pytest.approx(
+        metrics.mean_average_precision(q, b, lq, lb, 12, tie_aware=True)
+    )
+    assert set(out["precision_at"]) == {"100", "500", "1000"}
+    assert out["precision_radius2"] == pytest.approx(
+        metrics.precision_within_radius(q, b, lq, lb, 12)
+    )
+
+
+def test_eval_reads_stores_written_with_plain_h5py_and_plots(tmp_path):
+    q, lq = codes_and_labels(3, 15, 24, multi=True)
+    b, lb = codes_and_labels(4, 200, 24, multi=True)
+    write_plain_h5(tmp_path / "q.h5", q, lq, bits=24)
+    write_plain_h5(tmp_path / "b.h5", b, lb, bits=24)
+    result = invoke(tmp_path / "q.h5", tmp_path / "b.h5", "--plot", tmp_path / "plots")
+    assert result.exit_code == 0, result.output
+    assert "tie-aware mAP" in result.output and "P@r<=2" in result.output
+    expected = metrics.mean_average_precision(q, b, lq, lb, 24)
+    assert f"{expected:.4f}" in result.output
+    for name in ("pr_curve.png", "precision_at_k.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "make_query,make_database,message",
+    [
+        (lambda q, lq: (q, None, 12), lambda b, lb: (b, lb, 12), "no 'labels'"),
+        (lambda q, lq: (q, lq, 12), lambda b, lb: (b[:, :1], lb, 8), "bits disagree"),
+        (
+            lambda q, lq: (q, np.eye(3, dtype=np.uint8)[lq], 12),
+            lambda b, lb: (b, lb, 12),
+            "label shapes disagree",
+        ),
+        (lambda q, lq: (q[:0], lq[:0], 12), lambda b, lb: (b, lb, 12), "holds no codes"),
+        (lambda q, lq: (q, lq, 20), lambda b, lb: (b, lb, 12), "bits=20"),
+    ],
+)
+def test_eval_bad_input_gets_one_error_line(tmp_path, make_query, make_database, message):
+    q, lq = codes_and_labels(5, 10, 12)
+    b, lb = codes_and_labels(6, 50, 12)
+    write_plain_h5(tmp_path / "q.h5", *make_query(q, lq))
+    write_plain_h5(tmp_path / "b.h5", *make_database(b, lb))
+    result = invoke(tmp_path / "q.h5", tmp_path / "b.h5")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hashkit: error:"), result.output
+    assert message in lines[0]
+
+
+def test_eval_missing_file_is_one_error_line(tmp_path):
+    result = invoke(tmp_path / "nope.h5", tmp_path / "nope2.h5")
+    assert result.exit_code == 1
+    assert "not found" in result.output

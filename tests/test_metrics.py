@@ -1,0 +1,272 @@
+"""The fast evaluator against slow direct implementations written here with plain loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hashkit import metrics
+from hashkit.codes import pack_codes
+from hashkit.errors import HashkitError, MismatchError
+
+# ---------------------------------------------------------------------------------------
+# Slow direct implementations: the obvious loops.
+
+
+def slow_distances(xq, xb, bits):
+    uq = np.unpackbits(xq, axis=1, count=bits)
+    ub = np.unpackbits(xb, axis=1, count=bits)
+    return np.array([[int(np.sum(a != b)) for b in ub] for a in uq])
+
+
+def slow_relevant(lq, lb):
+    if np.ndim(lq) == 0:
+        return lq == lb
+    return bool(np.any((lq > 0) & (lb > 0)))
+
+
+def slow_ranking(dist_row):
+    # Ties by database order, written without any sort.
+    nb = len(dist_row)
+    return [j for d in range(max(dist_row) + 1) for j in range(nb) if dist_row[j] == d]
+
+
+def slow_ap(ranked_rel, k, total_relevant, normaliser):
+    hits, total = 0, 0.0
+    for i, rel in enumerate(ranked_rel[:k], start=1):
+        if rel:
+            hits += 1
+            total += hits / i
+    denominator = hits if normaliser == "retrieved" else min(total_relevant, k)
+    return total / denominator if denominator else 0.0
+
+
+def slow_ranked_relevance(xq, xb, lq, lb, bits):
+    dist = slow_distances(xq, xb, bits)
+    out = []
+    for q in range(len(xq)):
+        out.append([slow_relevant(lq[q], lb[j]) for j in slow_ranking(dist[q])])
+    return out
+
+
+def slow_map(xq, xb, lq, lb, bits, k=None, normaliser="retrieved"):
+    ranked = slow_ranked_relevance(xq, xb, lq, lb, bits)
+    k = len(xb) if k is None else k
+    return float(np.mean([slow_ap(r, k, sum(r), normaliser) for r in ranked]))
+
+
+# ---------------------------------------------------------------------------------------
+# Random data: ``ties`` few (many bits, spread codes) or many (few bits, clustered codes).
+
+
+def make_data(seed, nq, nb, bits, n_classes=4, multi=False, flip=0.3):
+    rng = np.random.default_rng(seed)
+    centres = rng.integers(0, 2, (n_classes, bits))
+    if multi:
+        lq = (rng.random((nq, n_classes)) < 0.3).astype(np.uint8)
+        lb = (rng.random((nb, n_classes)) < 0.3).astype(np.uint8)
+        first_q = np.argmax(lq, axis=1)
+        first_b = np.argmax(lb, axis=1)
+    else:
+        lq = rng.integers(0, n_classes, nq).astype(np.int64)
+        lb = rng.integers(0, n_classes, nb).astype(np.int64)
+        first_q, first_b = lq, lb
+    xq = pack_codes(centres[first_q] ^ (rng.random((nq, bits)) < flip))
+    xb = pack_codes(centres[first_b] ^ (rng.random((nb, bits)) < flip))
+    return xq, xb, lq, lb
+
+
+CASES = [
+    # (bits, nq, nb, multi): 3 and 4 bits give many ties, 40 and 70 bits few.
+    (3, 7, 40, False),
+    (12, 9, 60, False),
+    (40, 6, 50, False),
+    (70, 5, 30, True),
+    (4, 8, 45, True),
+    (16, 6, 55, True),
+]
+
+
+@pytest.mark.parametrize("bits,nq,nb,multi", CASES)
+def test_distance_matrix_matches_bit_loop(bits, nq, nb, multi):
+    xq, xb, _, _ = make_data(1, nq, nb, bits, multi=multi)
+    assert np.array_equal(
+        metrics.hamming_distance_matrix(xq, xb, bits), slow_distances(xq, xb, bits)
+    )
+
+
+@pytest.mark.parametrize("bits,nq,nb,multi", CASES)
+@pytest.mark.parametrize("normaliser", ["retrieved", "min"])
+def test_map_matches_slow_loops_whole_and_at_k(bits, nq, nb, multi, normaliser):
+    xq, xb, lq, lb = make_data(bits, nq, nb, bits, multi=multi)
+    for k in (None, 1, 5, nb // 2, nb, 3 * nb):
+        fast = metrics.mean_average_precision(xq, xb, lq, lb, bits, k, normaliser=normaliser)
+        slow = slow_map(xq, xb, lq, lb, bits, k, normaliser)
+        assert fast == pytest.approx(slow, rel=1e-12, abs=1e-15), k
+
+
+def test_map_is_the_same_for_every_block_size_and_thread_count(monkeypatch):
+    xq, xb, lq, lb = make_data(3, 23, 70, 6)
+    expected = slow_map(xq, xb, lq, lb, 6, 10)
+    for block_pairs in (1, 70, 200, 10_000):
+        monkeypatch.setattr(metrics, "_BLOCK_PAIRS", block_pairs)
+        for threads in (1, 3):
+            got = metrics.mean_average_precision(xq, xb, lq, lb, 6, 10, n_threads=threads)
+            assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_query_with_no_relevant_item_scores_zero_and_counts_in_the_mean():
+    xq, xb, lq, lb = make_data(4, 5, 30, 8)
+    lq = lq.copy()
+    lq[0] = 99  # a class no database item has
+    ap = metrics.average_precision(xq, xb, lq, lb, 8)
+    assert ap[0] == 0.0
+    assert metrics.mean_average_precision(xq, xb, lq, lb, 8) == pytest.approx(ap.mean())
+    assert metrics.mean_average_precision(xq, xb, lq, lb, 8, tie_aware=True) <= ap[1:].mean()
+
+
+def test_ties_are_broken_by_database_order():
+    bits = 8
+    xq = pack_codes(np.zeros((1, bits)))
+    xb = pack_codes(np.zeros((4, bits)))  # all at distance 0: pure ties
+    lb = np.array([0, 1, 0, 1])
+    ap = metrics.average_precision(xq, xb, np.array([1]), lb, bits)
+    assert ap[0] == pytest.approx((1 / 2 + 2 / 4) / 2)
+    tie = metrics.average_precision(xq, xb, np.array([1]), lb, bits, tie_aware=True)
+    # Expected AP of 2 relevant among 4 in random order.
+    orders = [(a, b) for a in range(4) for b in range(a + 1, 4)]
+    expected = np.mean([(1 / (a + 1) + 2 / (b + 1)) / 2 for a, b in orders])
+    assert tie[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_precision_and_recall_at_k_match_slow_loops():
+    bits, nb = 5, 50
+    xq, xb, lq, lb = make_data(5, 8, nb, bits)
+    ranked = slow_ranked_relevance(xq, xb, lq, lb, bits)
+    ks = [1, 7, 50, 80]
+    precision = metrics.precision_at_k(xq, xb, lq, lb, bits, ks)
+    recall = metrics.recall_at_k(xq, xb, lq, lb, bits, ks)
+    for i, k in enumerate(ks):
+        hits = [sum(r[:k]) for r in ranked]
+        assert precision[i] == pytest.approx(np.mean([h / min(k, nb) for h in hits]))
+        assert recall[i] == pytest.approx(
+            np.mean([h / sum(r) if sum(r) else 0.0 for h, r in zip(hits, ranked)])
+        )
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_precision_recall_curve_and_radius_2_match_slow_loops(multi):
+    bits = 10
+    xq, xb, lq, lb = make_data(6, 9, 40, bits, multi=multi, flip=0.15)
+    dist = slow_distances(xq, xb, bits)
+    precision, recall = metrics.precision_recall_curve(xq, xb, lq, lb, bits)
+    skipped, _ = metrics.precision_recall_curve(xq, xb, lq, lb, bits, empty="skip")
+    for radius in range(bits + 1):
+        ps, rs, counted = [], [], []
+        for q in range(len(xq)):
+            inside = [j for j in range(len(xb)) if dist[q, j] <= radius]
+            rel = [slow_relevant(lq[q], lb[j]) for j in range(len(xb))]
+            hit = sum(rel[j] for j in inside)
+            ps.append(hit / len(inside) if inside else 0.0)
+            rs.append(hit / sum(rel) if sum(rel) else 0.0)
+            if inside:
+                counted.append(ps[-1])
+        assert precision[radius] == pytest.approx(np.mean(ps))
+        assert recall[radius] == pytest.approx(np.mean(rs))
+        assert skipped[radius] == pytest.approx(np.mean(counted) if counted else 0.0)
+    assert metrics.precision_within_radius(xq, xb, lq, lb, bits) == pytest.approx(precision[2])
+
+
+@pytest.mark.parametrize("bits,multi", [(3, False), (6, True), (24, False)])
+def test_tie_aware_map_matches_monte_carlo_over_tie_orders(bits, multi):
+    xq, xb, lq, lb = make_data(7, 6, 40, bits, multi=multi)
+    rng = np.random.default_rng(0)
+    dist = metrics.hamming_distance_matrix(xq, xb, bits).astype(np.int64)
+    rel = metrics.relevance_matrix(lq, lb)
+    samples = []
+    for _ in range(3000):
+        shuffle = rng.random(len(xb))  # a random order within every tie group
+        aps = []
+        for q in range(len(xq)):
+            order = np.lexsort((shuffle, dist[q]))
+            r = rel[q, order]
+            hits = np.cumsum(r)
+            aps.append((hits[r] / (np.flatnonzero(r) + 1)).sum() / r.sum() if r.any() else 0.0)
+        samples.append(np.mean(aps))
+    mean, stderr = np.mean(samples), np.std(samples) / np.sqrt(len(samples))
+    exact = metrics.mean_average_precision(xq, xb, lq, lb, bits, tie_aware=True)
+    assert abs(exact - mean) <= 4 * stderr + 1e-12
+
+
+def test_tie_aware_map_at_k_matches_monte_carlo_with_min_normaliser():
+    bits, k = 4, 12
+    xq, xb, lq, lb = make_data(8, 5, 35, bits)
+    rng = np.random.default_rng(1)
+    dist = metrics.hamming_distance_matrix(xq, xb, bits).astype(np.int64)
+    rel = metrics.relevance_matrix(lq, lb)
+    samples = []
+    for _ in range(3000):
+        shuffle = rng.random(len(xb))
+        aps = []
+        for q in range(len(xq)):
+            r = rel[q, np.lexsort((shuffle, dist[q]))]
+            aps.append(slow_ap(list(r), k, int(r.sum()), "min"))
+        samples.append(np.mean(aps))
+    mean, stderr = np.mean(samples), np.std(samples) / np.sqrt(len(samples))
+    exact = metrics.mean_average_precision(
+        xq, xb, lq, lb, bits, k, normaliser="min", tie_aware=True
+    )
+    assert abs(exact - mean) <= 4 * stderr + 1e-12
+
+
+def test_tie_aware_equals_stable_map_without_ties():
+    bits = 64
+    xq, xb, lq, lb = make_data(9, 1, 6, bits, flip=0.5)
+    dist = metrics.hamming_distance_matrix(xq, xb, bits)[0]
+    assert len(set(dist.tolist())) == len(dist)  # this seed has no ties
+    assert metrics.mean_average_precision(xq, xb, lq, lb, bits, tie_aware=True) == pytest.approx(
+        metrics.mean_average_precision(xq, xb, lq, lb, bits), rel=1e-12
+    )
+
+
+def test_evaluate_retrieval_agrees_with_the_single_metrics():
+    bits = 6
+    xq, xb, lq, lb = make_data(10, 12, 60, bits)
+    result = metrics.evaluate_retrieval(xq, xb, lq, lb, bits, top_k=(5, 30), precision_ks=(10, 100))
+    assert result["map"] == pytest.approx(slow_map(xq, xb, lq, lb, bits), rel=1e-12)
+    for k in (5, 30):
+        assert result["map_at"][k] == pytest.approx(slow_map(xq, xb, lq, lb, bits, k))
+        assert result["map_at_min"][k] == pytest.approx(slow_map(xq, xb, lq, lb, bits, k, "min"))
+    assert result["tie_aware_map"] == pytest.approx(
+        metrics.mean_average_precision(xq, xb, lq, lb, bits, tie_aware=True), rel=1e-12
+    )
+    precision = metrics.precision_at_k(xq, xb, lq, lb, bits, [10, 100])
+    assert [result["precision_at"][10], result["precision_at"][100]] == pytest.approx(precision)
+    assert result["precision_radius2"] == pytest.approx(
+        metrics.precision_within_radius(xq, xb, lq, lb, bits)
+    )
+    assert len(result["pr_curve"]["precision"]) == bits + 1
+
+
+def test_harmonic_numbers_are_accurate():
+    from fractions import Fraction
+
+    table = metrics.harmonic_numbers(300)
+    exact = Fraction(0)
+    for n in range(1, 301):
+        exact += Fraction(1, n)
+        assert table[n] == pytest.approx(float(exact), rel=1e-15)
+
+
+def test_bad_inputs_raise_clear_errors():
+    xq, xb, lq, lb = make_data(11, 3, 10, 8)
+    with pytest.raises(MismatchError, match="labels"):
+        metrics.mean_average_precision(xq, xb, lq[:2], lb, 8)
+    with pytest.raises(MismatchError, match="multi-hot"):
+        metrics.mean_average_precision(xq, xb, np.eye(4, dtype=np.uint8)[lq], lb, 8)
+    with pytest.raises(MismatchError, match="codes"):
+        metrics.mean_average_precision(xq, xb, lq, lb, 16)
+    with pytest.raises(HashkitError, match="no database"):
+        metrics.mean_average_precision(xq, xb[:0], lq, lb[:0], 8)
+    with pytest.raises(HashkitError, match="normaliser"):
+        metrics.mean_average_precision(xq, xb, lq, lb, 8, 5, tie_aware=True)
