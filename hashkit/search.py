@@ -98,4 +98,22 @@ class Searcher:
         return results
 
     def search_images(self, paths: Sequence[str], k: int = 10) -> list[list[Hit]]:
-        return self.search_codes(self.encode_images(paths), k)
+        """For each query image, the k nearest stored items.
+
+        A query that is itself in the store (same file, same code) is ranked first: among
+        codes at distance 0 FAISS's order is arbitrary, and a user looking up a stored image
+        expects to see that image on top.
+        """
+        codes = self.encode_images(paths)
+        results = self.search_codes(codes, k)
+        row_of_path = {str(Path(p).resolve()): r for r, p in enumerate(self.store.paths) if p}
+        for query, code, hits in zip(paths, codes, results):
+            row = row_of_path.get(str(Path(query).resolve()))
+            if row is None or not np.array_equal(self.store.codes[row], code):
+                continue
+            own_id = int(self.store.ids[row])
+            others = [h for h in hits if h.id != own_id][: max(0, k - 1)]
+            hits[:] = [Hit(1, own_id, 0, self.store.paths[row])] + [
+                Hit(rank, h.id, h.distance, h.path) for rank, h in enumerate(others, start=2)
+            ]
+        return results

@@ -1,0 +1,138 @@
+"""The whole flow through the command line on a tiny generated image folder, and the errors a
+user can cause: one line, non-zero exit, no traceback, no existing file damaged."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from hashkit.bundle import save_bundle
+from hashkit.models import HashNet, NetworkConfig
+
+TRAIN = ["--bits", "12", "--epochs", "2", "--batch-size", "12", "--rotation-steps", "5"]
+
+
+@pytest.fixture
+def trained(tmp_path, image_folder, run_cli):
+    root, split = image_folder
+    model = tmp_path / "model.pt"
+    result = run_cli("train", "--data", root, "--split", split, *TRAIN, "--out", model, "-q")
+    assert result.exit_code == 0, result.output
+    return root, model
+
+
+def assert_one_line_error(result, *words):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def test_train_build_index_and_search_finds_the_query_itself_first(tmp_path, trained, run_cli):
+    root, model = trained
+    index = tmp_path / "out.faiss"
+    result = run_cli("build-index", root, index, "--model", model, "-q")
+    assert result.exit_code == 0, result.output
+    assert index.is_file() and (tmp_path / "out.h5").is_file()
+    with h5py.File(tmp_path / "out.h5") as f:
+        assert f["codes"].shape == (36, 2) and f.attrs["bits"] == 12
+    query = root / "class1" / "005.png"
+    result = run_cli("search", index, query, "-k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout.splitlines()[0])["results"]
+    assert hits[0]["distance"] == 0
+    zero = [h["path"] for h in hits if h["distance"] == 0]
+    assert str(query) in zero
+
+
+def test_train_reports_map_before_and_after_rotation(tmp_path, image_folder, run_cli):
+    root, split = image_folder
+    result = run_cli(
+        "train", "--data", root, "--split", split, *TRAIN, "--out", tmp_path / "m.pt", "-q"
+    )
+    assert result.exit_code == 0
+    assert "sgn(h)" in result.stdout and "sgn(Rh)" in result.stdout
+
+
+def test_ivf_index_over_twelve_bit_codes(tmp_path, trained, run_cli):
+    root, model = trained
+    index = tmp_path / "ivf.faiss"
+    result = run_cli(
+        "build-index", root, index, "--model", model, "--type", "ivf", "--nlist", "2", "-q"
+    )
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "ivf.faiss.json").read_text())
+    assert meta["type"] == "ivf" and meta["params"]["nlist"] == 2 and meta["bits"] == 12
+
+
+def test_unreadable_image_is_skipped_and_counted_or_fails_with_strict(tmp_path, trained, run_cli):
+    root, model = trained
+    (root / "class0" / "broken.png").write_bytes(b"not a png at all")
+    result = run_cli("build-index", root, tmp_path / "a.faiss", "--model", model, "-q")
+    assert result.exit_code == 0
+    assert "skipped 1 unreadable image" in result.stderr
+    with h5py.File(tmp_path / "a.h5") as f:
+        assert len(f["codes"]) == 36
+    result = run_cli("build-index", root, tmp_path / "b.faiss", "--model", model, "--strict")
+    assert_one_line_error(result, "broken.png")
+    assert not (tmp_path / "b.faiss").exists()
+
+
+def test_missing_dataset_is_one_line(tmp_path, run_cli):
+    result = run_cli("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "m.pt")
+    assert_one_line_error(result)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_folder_without_images_is_one_line_and_keeps_the_old_index(tmp_path, trained, run_cli):
+    root, model = trained
+    index = tmp_path / "keep.faiss"
+    assert run_cli("build-index", root, index, "--model", model, "-q").exit_code == 0
+    before = index.read_bytes()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    result = run_cli("build-index", empty, index, "--model", model)
+    assert_one_line_error(result, "no image files")
+    assert index.read_bytes() == before
+
+
+def test_missing_model_is_one_line(tmp_path, image_folder, run_cli):
+    root, _ = image_folder
+    result = run_cli("build-index", root, tmp_path / "x.faiss", "--model", tmp_path / "no.pt")
+    assert_one_line_error(result, "model not found")
+
+
+def test_model_of_other_bits_than_the_index_is_refused(tmp_path, trained, run_cli):
+    root, model = trained
+    index = tmp_path / "out.faiss"
+    assert run_cli("build-index", root, index, "--model", model, "-q").exit_code == 0
+    other = tmp_path / "other.pt"
+    config = NetworkConfig(bits=16, input_size=32, channels=3, mean=[0.5] * 3, std=[0.5] * 3)
+    from hashkit.bundle import Bundle
+
+    save_bundle(Bundle(config, HashNet(config).state_dict(), np.eye(16)), other)
+    result = run_cli("search", index, root / "class0" / "000.png", "--model", other)
+    assert_one_line_error(result, "bits")
+
+
+def test_a_file_that_is_not_a_bundle_is_refused(tmp_path, image_folder, run_cli):
+    root, _ = image_folder
+    fake = tmp_path / "fake.pt"
+    fake.write_bytes(b"\x00" * 100)
+    result = run_cli("build-index", root, tmp_path / "x.faiss", "--model", fake)
+    assert_one_line_error(result, "fake.pt")
+
+
+def test_every_command_has_help_with_an_example(run_cli):
+    from hashkit.cli.commands import COMMANDS
+
+    for command in COMMANDS:
+        result = run_cli(command.name, "--help")
+        assert result.exit_code == 0
+        assert "Example" in result.output, command.name
