@@ -199,3 +199,77 @@ def encode_files_to_store(
         if report.encoded == 0:
             raise DataError(f"none of the {len(paths)} images could be read")
     return report
+
+
+def iter_file_codes(
+    bundle,
+    paths: Sequence[str],
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str = "auto",
+    strict: bool = False,
+    report: EncodeReport | None = None,
+    progress: Callable | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(positions int64 n, packed codes uint8 n x ceil(bits/8))`` of image files, batch
+    by batch, with a model bundle; unreadable files as in ``iter_file_embeddings``."""
+    from hashkit.codes import sign_codes
+
+    dev = resolve_device(device)
+    net = bundle.build_network(dev)
+    for positions, h in iter_file_embeddings(
+        net,
+        paths,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=dev,
+        strict=strict,
+        report=report,
+        progress=progress,
+    ):
+        yield positions, sign_codes(h, bundle.rotation)
+
+
+def iter_dataset_codes(
+    bundle,
+    dataset,
+    indices: np.ndarray,
+    *,
+    batch_size: int = 4096,
+    num_workers: int = 0,
+    device: str = "auto",
+    strict: bool = False,
+    report: EncodeReport | None = None,
+    progress: Callable | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(dataset indices int64 n, packed codes uint8 n x ceil(bits/8))`` of the items
+    ``indices`` of a hashkit.data.Dataset, batch by batch (array or file datasets)."""
+    from hashkit.codes import sign_codes
+
+    indices = np.asarray(indices, dtype=np.int64)
+    if dataset.images is None:
+        paths = [dataset.paths[i] for i in indices]
+        for positions, codes in iter_file_codes(
+            bundle,
+            paths,
+            batch_size=min(batch_size, 256),
+            num_workers=num_workers,
+            device=device,
+            strict=strict,
+            report=report,
+            progress=progress,
+        ):
+            yield indices[positions], codes
+        return
+    dev = resolve_device(device)
+    net = bundle.build_network(dev)
+    starts = range(0, len(indices), batch_size)
+    if progress is not None:
+        starts = progress(starts, total=len(starts), desc="encoding", unit="batch")
+    for s in starts:
+        idx = indices[s : s + batch_size]
+        h = embed_arrays(net, dataset.images[idx], batch_size=512, device=dev)
+        if report is not None:
+            report.encoded += len(idx)
+        yield idx, sign_codes(h, bundle.rotation)

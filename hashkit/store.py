@@ -8,8 +8,9 @@ Schema (readable with plain h5py):
 - ``paths``  UTF-8 strings ``N``; empty for dataset items that have no file.
 - ``labels`` optional: int64 ``N`` (single label) or uint8 ``N x C`` (multi-hot).
 - attributes: ``bits``, ``bit_order`` ("big"), ``model_fingerprint`` (sha256 of the model
-  bundle, may be empty), ``hashkit_version``, ``created`` (ISO 8601 UTC), and optionally
-  ``class_names`` (JSON list).
+  bundle, may be empty), ``hashkit_version``, ``created`` (ISO 8601 UTC), ``uuid`` (random
+  hex, names this store in an index's sidecar), and optionally ``modified`` (last append),
+  ``class_names`` (JSON list), ``model_path``, ``dataset``, ``part``, ``protocol``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from hashkit import __version__
-from hashkit.atomic import atomic_path
+from hashkit.atomic import PendingFile
 from hashkit.codes import BIT_ORDER, check_packed, code_bytes
 from hashkit.errors import DataError, HashkitError
 
@@ -55,10 +57,13 @@ def _h5py():
 
 
 class StoreWriter:
-    """Stream codes into a new store, batch by batch; the file appears only on ``close()``.
+    """Stream codes into a store, batch by batch; the file appears only on ``close()``.
 
-    Use as a context manager: if the block raises, the temporary file is removed and any
-    previous file at ``path`` is left as it was.
+    ``StoreWriter(path, bits, ...)`` starts a new store; ``StoreWriter.append_to(path)``
+    continues an existing one from a temporary copy. Either way ``path`` changes only when
+    the writer is closed: use it as a context manager, and if the block raises, the temporary
+    file is removed and any previous file at ``path`` is left as it was. ``finish()`` then
+    ``commit()`` split closing in two, for callers that replace several files together.
     """
 
     def __init__(
@@ -74,69 +79,57 @@ class StoreWriter:
         """``label_width``: None for no labels, 0 for int64 single labels, C for uint8 multi-hot."""
         self.path = Path(path)
         self.bits = bits
-        self._ctx = atomic_path(self.path)
-        self._tmp = self._ctx.__enter__()
-        h5py = _h5py()
-        self._f = h5py.File(self._tmp, "w")
-        nbytes = code_bytes(bits)
+        self._pending = PendingFile(self.path)
+        try:
+            self._f = _h5py().File(self._pending.tmp, "w")
+            _create_datasets(self._f, bits, label_width)
+        except BaseException:
+            self._pending.discard()
+            raise
         f = self._f
-        f.create_dataset(
-            "codes",
-            shape=(0, nbytes),
-            maxshape=(None, nbytes),
-            dtype=np.uint8,
-            chunks=(_CHUNK_ROWS, nbytes),
-            compression="gzip",
-            compression_opts=4,
-        )
-        f.create_dataset(
-            "ids",
-            shape=(0,),
-            maxshape=(None,),
-            dtype=np.int64,
-            chunks=(_CHUNK_ROWS,),
-            compression="gzip",
-        )
-        f.create_dataset(
-            "paths",
-            shape=(0,),
-            maxshape=(None,),
-            dtype=h5py.string_dtype("utf-8"),
-            chunks=(4096,),
-            compression="gzip",
-        )
-        if label_width is not None:
-            if label_width == 0:
-                f.create_dataset(
-                    "labels",
-                    shape=(0,),
-                    maxshape=(None,),
-                    dtype=np.int64,
-                    chunks=(_CHUNK_ROWS,),
-                    compression="gzip",
-                )
-            else:
-                f.create_dataset(
-                    "labels",
-                    shape=(0, label_width),
-                    maxshape=(None, label_width),
-                    dtype=np.uint8,
-                    chunks=(4096, label_width),
-                    compression="gzip",
-                )
         f.attrs["bits"] = bits
         f.attrs["bit_order"] = BIT_ORDER
         f.attrs["model_fingerprint"] = fingerprint
         f.attrs["hashkit_version"] = __version__
-        f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        f.attrs["created"] = _now()
+        f.attrs["uuid"] = uuid.uuid4().hex
         if class_names is not None:
             f.attrs["class_names"] = json.dumps(list(class_names))
         for key, value in (extra_attrs or {}).items():
             f.attrs[key] = value
         self.count = 0
+        self.next_id = 0
+
+    @classmethod
+    def append_to(cls, path: str | os.PathLike) -> StoreWriter:
+        """A writer that appends to the existing store at ``path`` (through a temporary copy,
+        so ``path`` is untouched until ``close()``/``commit()``)."""
+        path = Path(path)
+        attrs = read_store_attrs(path)
+        if "codes" not in attrs["datasets"] or "bits" not in attrs:
+            raise DataError(f"{path} is not a hashkit code store (no 'codes' or no 'bits')")
+        self = cls.__new__(cls)
+        self.path = path
+        self.bits = int(attrs["bits"])
+        self._f = None
+        self._pending = PendingFile(path, copy_from_target=True)
+        try:
+            self._f = _h5py().File(self._pending.tmp, "a")
+            for name in ("ids", "paths"):
+                if name not in self._f or self._f[name].maxshape[0] is not None:
+                    raise DataError(f"{path}: '{name}' is missing or not resizable")
+            self.count = int(self._f["codes"].shape[0])
+            ids = self._f["ids"][...]
+            self.next_id = int(ids.max()) + 1 if len(ids) else 0
+            self._f.attrs["modified"] = _now()
+        except BaseException:
+            self.abort()
+            raise
+        return self
 
     def append(self, codes: np.ndarray, ids: np.ndarray, paths=None, labels=None) -> None:
-        """Append a batch: ``codes`` n x nbytes uint8, ``ids`` int64 n, ``paths`` n str, labels."""
+        """Append a batch: ``codes`` n x nbytes uint8, ``ids`` int64 n, ``paths`` n str, labels
+        int64 n or uint8 n x C (required when the store has labels)."""
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         check_packed(codes, self.bits)
         n = len(codes)
@@ -144,33 +137,51 @@ class StoreWriter:
         if len(ids) != n:
             raise HashkitError(f"{n} codes but {len(ids)} ids")
         paths = [""] * n if paths is None else [str(p) for p in paths]
+        if len(paths) != n:
+            raise HashkitError(f"{n} codes but {len(paths)} paths")
+        if "labels" in self._f:
+            if labels is None:
+                raise HashkitError(f"{self.path} has labels: every batch appended needs them")
+            labels = np.asarray(labels, dtype=self._f["labels"].dtype)
+            if labels.shape[1:] != self._f["labels"].shape[1:] or len(labels) != n:
+                raise HashkitError(
+                    f"labels of shape {labels.shape} for {n} codes; the store holds labels of "
+                    f"shape (N, {', '.join(map(str, self._f['labels'].shape[1:]))})"
+                )
         start, end = self.count, self.count + n
-        for name, values in (("codes", codes), ("ids", ids), ("paths", paths)):
+        columns = [("codes", codes), ("ids", ids), ("paths", paths)]
+        if "labels" in self._f:
+            columns.append(("labels", labels))
+        for name, values in columns:
             ds = self._f[name]
             ds.resize(end, axis=0)
             ds[start:end] = values
-        if "labels" in self._f:
-            if labels is None:
-                raise HashkitError("this store has labels: every batch needs them")
-            ds = self._f["labels"]
-            ds.resize(end, axis=0)
-            ds[start:end] = np.asarray(labels, dtype=ds.dtype)
         self.count = end
+        if n:
+            self.next_id = max(self.next_id, int(ids.max()) + 1)
+
+    def finish(self) -> Path:
+        """Close the HDF5 file, leaving it under its temporary name; returns that name."""
+        if self._f:
+            self._f.close()
+        return self._pending.tmp
+
+    def commit(self) -> Path:
+        """Move the finished file into place."""
+        return self._pending.commit()
 
     def close(self) -> Path:
         """Finish the file and move it into place."""
-        self._f.close()
-        self._ctx.__exit__(None, None, None)
-        return self.path
+        self.finish()
+        return self.commit()
 
-    def abort(self, exc_info=(None, None, None)) -> None:
+    def abort(self, exc_info=None) -> None:
+        """Drop the temporary file; the file at ``path`` stays as it was."""
         try:
-            self._f.close()
+            if self._f:
+                self._f.close()
         finally:
-            try:
-                self._ctx.__exit__(*exc_info)
-            except BaseException:
-                pass
+            self._pending.discard()
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -179,7 +190,59 @@ class StoreWriter:
         if exc_type is None:
             self.close()
         else:
-            self.abort((exc_type, exc, tb))
+            self.abort()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _create_datasets(f, bits: int, label_width: int | None) -> None:
+    h5py = _h5py()
+    nbytes = code_bytes(bits)
+    f.create_dataset(
+        "codes",
+        shape=(0, nbytes),
+        maxshape=(None, nbytes),
+        dtype=np.uint8,
+        chunks=(_CHUNK_ROWS, nbytes),
+        compression="gzip",
+        compression_opts=4,
+    )
+    f.create_dataset(
+        "ids",
+        shape=(0,),
+        maxshape=(None,),
+        dtype=np.int64,
+        chunks=(_CHUNK_ROWS,),
+        compression="gzip",
+    )
+    f.create_dataset(
+        "paths",
+        shape=(0,),
+        maxshape=(None,),
+        dtype=h5py.string_dtype("utf-8"),
+        chunks=(4096,),
+        compression="gzip",
+    )
+    if label_width == 0:
+        f.create_dataset(
+            "labels",
+            shape=(0,),
+            maxshape=(None,),
+            dtype=np.int64,
+            chunks=(_CHUNK_ROWS,),
+            compression="gzip",
+        )
+    elif label_width is not None:
+        f.create_dataset(
+            "labels",
+            shape=(0, label_width),
+            maxshape=(None, label_width),
+            dtype=np.uint8,
+            chunks=(4096, label_width),
+            compression="gzip",
+        )
 
 
 def write_store(path: str | os.PathLike, store: CodeStore) -> Path:
@@ -220,8 +283,20 @@ def _plain(value):
     return value
 
 
-def read_store(path: str | os.PathLike, *, require_labels: bool = False) -> CodeStore:
-    """Read a code store written by hashkit or by any program following the schema above."""
+def read_store(
+    path: str | os.PathLike,
+    *,
+    require_labels: bool = False,
+    codes: bool = True,
+    paths: bool = True,
+    rows: slice | None = None,
+) -> CodeStore:
+    """Read a code store written by hashkit or by any program following the schema above.
+
+    ``codes=False`` or ``paths=False`` skip those datasets (the store's ``codes`` is then a
+    ``0 x nbytes`` array, ``paths`` empty): a searcher needs only ids and paths, an index
+    build only codes and ids. ``rows`` reads a slice of the rows.
+    """
     h5py = _h5py()
     path = Path(path)
     if not path.is_file():
@@ -230,25 +305,42 @@ def read_store(path: str | os.PathLike, *, require_labels: bool = False) -> Code
         f = h5py.File(path, "r")
     except OSError as exc:
         raise DataError(f"not an HDF5 code store: {path} ({exc})") from None
+    rows = rows if rows is not None else slice(None)
     with f:
         if "codes" not in f:
             raise DataError(f"{path} has no 'codes' dataset: not a code store")
-        codes = np.asarray(f["codes"][...], dtype=np.uint8)
-        if codes.ndim != 2:
-            raise DataError(f"{path}: 'codes' must be 2-d N x bytes, got shape {codes.shape}")
-        bits = int(f.attrs["bits"]) if "bits" in f.attrs else 8 * codes.shape[1]
-        if code_bytes(bits) != codes.shape[1]:
+        ds = f["codes"]
+        if ds.ndim != 2:
+            raise DataError(f"{path}: 'codes' must be 2-d N x bytes, got shape {ds.shape}")
+        nbytes = ds.shape[1]
+        bits = int(f.attrs["bits"]) if "bits" in f.attrs else 8 * nbytes
+        if code_bytes(bits) != nbytes:
             raise DataError(
                 f"{path}: attribute bits={bits} needs {code_bytes(bits)} bytes per code, "
-                f"'codes' has {codes.shape[1]}"
+                f"'codes' has {nbytes}"
             )
-        n = len(codes)
-        ids = np.asarray(f["ids"][...], dtype=np.int64) if "ids" in f else np.arange(n)
-        paths = [_plain(p) for p in f["paths"][...]] if "paths" in f else [""] * n
-        labels = np.asarray(f["labels"][...]) if "labels" in f else None
+        start, stop, _ = rows.indices(ds.shape[0])
+        n = max(0, stop - start)
+        xb = (
+            np.asarray(ds[start:stop], dtype=np.uint8)
+            if codes
+            else np.zeros((0, nbytes), dtype=np.uint8)
+        )
+        ids = (
+            np.asarray(f["ids"][start:stop], dtype=np.int64)
+            if "ids" in f
+            else np.arange(start, start + n, dtype=np.int64)
+        )
+        if not paths:
+            names = []
+        elif "paths" in f:
+            names = [_plain(p) for p in f["paths"][start:stop]]
+        else:
+            names = [""] * n
+        labels = np.asarray(f["labels"][start:stop]) if "labels" in f else None
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
-    if len(ids) != n or len(paths) != n:
-        raise DataError(f"{path}: {n} codes but {len(ids)} ids and {len(paths)} paths")
+    if len(ids) != n or (paths and len(names) != n):
+        raise DataError(f"{path}: {n} codes but {len(ids)} ids and {len(names)} paths")
     if labels is not None:
         if len(labels) != n or labels.ndim not in (1, 2):
             raise DataError(f"{path}: labels of shape {labels.shape} do not match {n} codes")
@@ -257,12 +349,42 @@ def read_store(path: str | os.PathLike, *, require_labels: bool = False) -> Code
         raise DataError(f"{path} has no 'labels' dataset: cannot compute retrieval metrics")
     class_names = json.loads(attrs["class_names"]) if "class_names" in attrs else None
     return CodeStore(
-        codes=codes,
+        codes=xb,
         ids=ids,
         bits=bits,
-        paths=paths,
+        paths=names,
         labels=labels,
         fingerprint=str(attrs.get("model_fingerprint", "")),
         class_names=class_names,
         attrs=attrs,
     )
+
+
+def store_count(path: str | os.PathLike) -> int:
+    """Number of codes in a store, without reading them."""
+    return int(read_store_attrs(path)["datasets"].get("codes", (0,))[0])
+
+
+def describe_store(path: str | os.PathLike) -> dict:
+    """What ``hashkit info`` shows about a code store: bits, count, labels, model, file size."""
+    path = Path(path)
+    attrs = read_store_attrs(path)
+    shapes = attrs.pop("datasets")
+    if "codes" not in shapes:
+        raise DataError(f"{path} has no 'codes' dataset: not a code store")
+    labels = shapes.get("labels")
+    return {
+        "kind": "code store",
+        "path": str(path),
+        "bits": int(attrs.get("bits", 8 * shapes["codes"][1])),
+        "count": int(shapes["codes"][0]),
+        "bytes_per_code": int(shapes["codes"][1]),
+        "labels": (
+            None
+            if labels is None
+            else ("int64 N" if len(labels) == 1 else f"uint8 N x {labels[1]} multi-hot")
+        ),
+        "model_fingerprint": str(attrs.get("model_fingerprint", "")),
+        "file_size": path.stat().st_size,
+        "attributes": {k: v for k, v in attrs.items() if k not in ("bits", "model_fingerprint")},
+    }
