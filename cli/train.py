@@ -6,54 +6,88 @@ import click
 
 from hashkit.cli.options import data_options, device_option, load_data, quiet_option
 from hashkit.cli.progress import progress_factory
-from hashkit.config import DEFAULT_AUGMENT
+from hashkit.config import AUGMENTATIONS, BACKBONES, LOSSES, ROTATIONS, TrainConfig
+
+_DEFAULT = TrainConfig()
 
 
 @click.command("train")
 @data_options
 @click.option(
-    "--bits", type=click.IntRange(1, 1024), default=32, show_default=True, help="Code length."
+    "--bits",
+    type=click.IntRange(1, 1024),
+    default=_DEFAULT.bits,
+    show_default=True,
+    help="Code length.",
 )
 @click.option(
     "--loss",
-    type=click.Choice(["spring", "margin", "likelihood"]),
-    default="spring",
+    type=click.Choice(LOSSES),
+    default=_DEFAULT.loss,
     show_default=True,
-    help="Triplet loss on the sphere.",
+    help="Triplet loss on the sphere (METHOD.md section 2).",
 )
 @click.option(
     "--alpha",
     type=float,
-    default=None,
-    help="Margin of the margin (default 1) or likelihood (default 0.5) loss.",
+    default=_DEFAULT.alpha,
+    help="Margin of the margin loss (default 1; the SDSH authors' baseline used 2) or of the "
+    "likelihood loss (default 0.5). Ignored by spring.",
 )
 @click.option(
     "--rotation",
-    type=click.Choice(["random-search", "itq", "none"]),
-    default="random-search",
+    type=click.Choice(ROTATIONS),
+    default=_DEFAULT.rotation,
     show_default=True,
-    help="How R in b = sgn(Rh) is chosen.",
+    help="How R in b = sgn(Rh) is chosen (METHOD.md section 3).",
 )
 @click.option(
     "--init",
     "rotation_init",
     type=click.Choice(["identity", "itq"]),
-    default="identity",
+    default=_DEFAULT.rotation_init,
     show_default=True,
     help="Start of the random search.",
 )
 @click.option(
     "--rotation-steps",
     type=click.IntRange(0),
-    default=800,
+    default=_DEFAULT.rotation_steps,
     show_default=True,
     help="Random-search steps (T).",
 )
 @click.option(
-    "--backbone",
-    type=click.Choice(["small-cnn", "resnet18", "resnet50", "alexnet", "vgg16"]),
-    default="small-cnn",
+    "--rotation-queries",
+    type=click.IntRange(1),
+    default=_DEFAULT.rotation_queries,
     show_default=True,
+    help="Training images used as queries by the search (at most a third of the set).",
+)
+@click.option(
+    "--rotation-database",
+    type=click.IntRange(1),
+    default=_DEFAULT.rotation_database,
+    show_default=True,
+    help="Other training images the search ranks.",
+)
+@click.option(
+    "--rotation-seed",
+    type=int,
+    default=_DEFAULT.rotation_seed,
+    help="Seed of the search and of ITQ  [default: --seed]",
+)
+@click.option(
+    "--itq-iterations",
+    type=click.IntRange(1),
+    default=_DEFAULT.itq_iterations,
+    show_default=True,
+)
+@click.option(
+    "--backbone",
+    type=click.Choice(BACKBONES),
+    default=_DEFAULT.backbone,
+    show_default=True,
+    help="small-cnn for 28x28/32x32 images; torchvision networks for larger ones.",
 )
 @click.option(
     "--pretrained",
@@ -62,18 +96,32 @@ from hashkit.config import DEFAULT_AUGMENT
     help="ImageNet weights for a torchvision backbone: a local .pth file, or 'cache' "
     "for the torchvision cache. Nothing is downloaded.",
 )
-@click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
-@click.option("--batch-size", type=click.IntRange(2), default=100, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--epochs", type=click.IntRange(1), default=_DEFAULT.epochs, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(2), default=_DEFAULT.batch_size, show_default=True
+)
+@click.option(
+    "--per-class",
+    type=click.IntRange(2),
+    default=_DEFAULT.per_class,
+    show_default=True,
+    help="Images of one class in a batch (single-label data).",
+)
+@click.option(
+    "--lr", type=float, default=_DEFAULT.lr, show_default=True, help="Adam learning rate."
+)
+@click.option("--weight-decay", type=float, default=_DEFAULT.weight_decay, show_default=True)
 @click.option(
     "--augment",
-    type=click.Choice(["none", "crop", "crop-flip", "affine"]),
-    default=DEFAULT_AUGMENT,
+    type=click.Choice(AUGMENTATIONS),
+    default=_DEFAULT.augment,
     show_default=True,
     help="Augmentation of training images: random crops (shifts), flips, small affine maps.",
 )
 @click.option("--no-augment", is_flag=True, help="Same as --augment none.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the training run.")
+@click.option(
+    "--seed", type=int, default=_DEFAULT.seed, show_default=True, help="Seed of the training run."
+)
 @click.option(
     "--workers",
     type=click.IntRange(0),
@@ -103,11 +151,17 @@ def train_command(
     rotation,
     rotation_init,
     rotation_steps,
+    rotation_queries,
+    rotation_database,
+    rotation_seed,
+    itq_iterations,
     backbone,
     pretrained,
     epochs,
     batch_size,
+    per_class,
     lr,
+    weight_decay,
     augment,
     no_augment,
     seed,
@@ -125,7 +179,7 @@ def train_command(
       hashkit train --data images/ --bits 64 --epochs 10 --out model.pt
     """
     from hashkit.bundle import save_bundle
-    from hashkit.train import TrainConfig, train
+    from hashkit.train import train
 
     dataset, split = load_data(data, root, protocol, split_file, split_seed)
     say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
@@ -141,21 +195,35 @@ def train_command(
         pretrained=pretrained,
         epochs=epochs,
         batch_size=batch_size,
+        per_class=per_class,
         lr=lr,
+        weight_decay=weight_decay,
         augment="none" if no_augment else augment,
         seed=seed,
         device=device,
         rotation=rotation,
         rotation_init=rotation_init,
         rotation_steps=rotation_steps,
+        rotation_queries=rotation_queries,
+        rotation_database=rotation_database,
+        rotation_seed=rotation_seed,
+        itq_iterations=itq_iterations,
         num_workers=workers,
     )
     result = train(dataset, split, config, progress=progress_factory(quiet), log=say)
     fingerprint = save_bundle(result.bundle, out)
     m = result.metrics
+    chosen = {"random-search": f"random search from {rotation_init}", "itq": "ITQ"}.get(
+        rotation, "no rotation"
+    )
+    if "train_map_sign" in m:
+        click.echo(
+            f"training mAP:           sgn(h) {m['train_map_sign']:.4f}  "
+            f"sgn(Rh) {m['train_map_rotated']:.4f}  (R: {chosen})"
+        )
     if "map_sign" in m:
         click.echo(
-            f"mAP (query vs database, whole database): sgn(h) {m['map_sign']:.4f}  "
-            f"sgn(Rh) {m['map_rotated']:.4f}"
+            f"query vs database mAP:  sgn(h) {m['map_sign']:.4f}  "
+            f"sgn(Rh) {m['map_rotated']:.4f}  (whole database)"
         )
     click.echo(f"wrote {out} ({bits} bits, sha256 {fingerprint[:12]})")

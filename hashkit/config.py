@@ -1,15 +1,38 @@
-"""The training recipe as plain data (no torch), shared by the library and the command line."""
+"""The training recipe as plain data (no torch), shared by the library and the command line.
+
+TrainConfig's defaults are the default recipe of ``hashkit train``; the command line reads its
+option defaults from here, so this is the one place to change them. They were chosen on a
+validation split carved from the training set (benchmarks/tuning/README.md), never on queries.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+LOSSES = ("spring", "margin", "likelihood")
+ROTATIONS = ("random-search", "itq", "none")
+BACKBONES = ("small-cnn", "resnet18", "resnet50", "alexnet", "vgg16")
+AUGMENTATIONS = ("none", "crop", "crop-flip", "affine")
 
 DEFAULT_AUGMENT = "none"
 
 
 @dataclass
 class TrainConfig:
-    """The training recipe; stored in the bundle as ``train_config``."""
+    """The training recipe; stored in the bundle as ``train_config``.
+
+    Network and loss: ``bits``, ``loss`` (spring, margin, likelihood), ``alpha`` (margin of the
+    margin or likelihood loss; None for the loss's default), ``backbone``, ``input_size``
+    (None: the images' own, or 224 for torchvision backbones), ``pretrained`` (a .pth file,
+    "cache" or None).
+    Optimisation: ``epochs``, ``batch_size`` with ``per_class`` images of each class in a
+    batch, Adam ``lr`` (cosine-annealed to 0) and ``weight_decay``, ``augment`` (one of
+    AUGMENTATIONS), ``seed``, ``device``, ``num_workers``.
+    Quantisation: ``rotation`` (random-search, itq, none), ``rotation_init`` (identity or itq:
+    where the search starts), ``rotation_steps`` (T), ``rotation_queries`` and
+    ``rotation_database`` (training images the search scores), ``rotation_seed`` (None: the
+    training seed), ``itq_iterations``.
+    """
 
     bits: int = 32
     loss: str = "spring"
@@ -30,6 +53,7 @@ class TrainConfig:
     rotation_steps: int = 800
     rotation_queries: int = 2000
     rotation_database: int = 16000
+    rotation_seed: int | None = None
     itq_iterations: int = 50
     num_workers: int = 0
 

@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hashkit.config import LOSSES
 from hashkit.errors import HashkitError
 from hashkit.triplets import triplet_differences
-
-LOSSES = ("spring", "margin", "likelihood")
 
 
 class TripletLoss(nn.Module):

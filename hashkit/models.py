@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hashkit.config import BACKBONES
 from hashkit.errors import ModelError
-
-BACKBONES = ("small-cnn", "resnet18", "resnet50", "alexnet", "vgg16")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

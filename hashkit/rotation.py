@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hashkit.codes import sign_codes
+from hashkit.config import ROTATIONS  # noqa: F401  (re-exported)
 from hashkit.errors import HashkitError
-
-ROTATIONS = ("random-search", "itq", "none")
 
 
 def random_orthogonal(m: int, rng: np.random.Generator) -> np.ndarray:

@@ -100,8 +100,17 @@ def embed_dataset(
     return out
 
 
-def _subsample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    return np.sort(rng.choice(n, size=k, replace=False)) if n > k else np.arange(n)
+def _search_seed(config: TrainConfig) -> int:
+    return config.seed if config.rotation_seed is None else config.rotation_seed
+
+
+def _rotation_subsets(n: int, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint sorted positions (queries, database) of the training items the rotation search
+    scores: up to ``rotation_queries`` (at most a third) and up to ``rotation_database``."""
+    rng = np.random.default_rng(_search_seed(config) + 1)
+    nq = min(config.rotation_queries, max(1, n // 3))
+    order = rng.permutation(n)
+    return np.sort(order[:nq]), np.sort(order[nq:][: config.rotation_database])
 
 
 def learn_rotation(
@@ -123,15 +132,10 @@ def learn_rotation(
         return np.eye(bits, dtype=np.float32), {}
     init = None
     if config.rotation == "itq" or config.rotation_init == "itq":
-        init = itq_rotation(h_train, config.itq_iterations, seed=config.seed)
+        init = itq_rotation(h_train, config.itq_iterations, seed=_search_seed(config))
         if config.rotation == "itq":
             return init, {}
-    rng = np.random.default_rng(config.seed + 1)
-    n = len(h_train)
-    nq = min(config.rotation_queries, max(1, n // 3))
-    order = rng.permutation(n)
-    q = np.sort(order[:nq])
-    db = np.sort(order[nq:][: config.rotation_database])
+    q, db = _rotation_subsets(len(h_train), config)
     result = random_search_rotation(
         h_train[q],
         h_train[db],
@@ -139,7 +143,7 @@ def learn_rotation(
         labels_train[db],
         steps=config.rotation_steps,
         init=init,
-        seed=config.seed,
+        seed=_search_seed(config),
         progress=progress,
     )
     return result.rotation, {
@@ -151,34 +155,29 @@ def learn_rotation(
     }
 
 
-def train(
+def train_network(
     dataset: Dataset,
-    split: Split,
+    indices: np.ndarray,
     config: TrainConfig,
     *,
     progress: Callable | None = None,
     log: Callable[[str], None] | None = None,
-    evaluate: bool = True,
-) -> TrainResult:
-    """Train a hashing network on ``split.train`` and learn its rotation.
+) -> tuple[HashNet, list[float]]:
+    """The hashing network trained on the items ``indices`` (int64) of ``dataset``, in eval
+    mode on its device, and the mean loss of each epoch.
 
-    ``log`` receives one line per epoch and per stage; ``progress`` is a tqdm-like factory.
-    With ``evaluate`` the query-vs-database mAP of sgn(h) and sgn(R h) is measured too
-    (whole database, ties by database order) and stored in the bundle's metrics.
+    Class-balanced batches, every valid triplet of each batch, Adam with a cosine schedule,
+    the augmentation ``config.augment`` (none, crop, crop-flip, affine).
     """
-    from hashkit.metrics import mean_average_precision
-
     log = log or (lambda _msg: None)
     if dataset.labels is None:
         raise DataError(f"dataset {dataset.name!r} has no labels: supervised training needs them")
-    if len(split.train) < 2:
+    if len(indices) < 2:
         raise DataError("the training split holds fewer than 2 images")
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     net_config = network_config_for(dataset, config)
-    net_config.mean, net_config.std = _normalisation(
-        dataset, split.train, config, net_config.channels
-    )
+    net_config.mean, net_config.std = _normalisation(dataset, indices, config, net_config.channels)
     net = HashNet(net_config)
     if config.pretrained:
         missing = load_pretrained(net, None if config.pretrained == "cache" else config.pretrained)
@@ -187,14 +186,13 @@ def train(
     loss_fn = make_loss(config.loss, config.alpha)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, config.epochs))
-    labels_train = dataset.labels[split.train]
     sampler = ClassBalancedBatchSampler(
-        labels_train, config.batch_size, config.per_class, seed=config.seed
+        dataset.labels[indices], config.batch_size, config.per_class, seed=config.seed
     )
     batches = _training_batches(
-        dataset, split.train, net_config, sampler, config.augment, config.num_workers
+        dataset, indices, net_config, sampler, config.augment, config.num_workers
     )
-    epoch_losses = []
+    epoch_losses: list[float] = []
     epochs = range(config.epochs)
     if progress is not None:
         epochs = progress(epochs, total=config.epochs, desc="training", unit="epoch")
@@ -217,10 +215,52 @@ def train(
             f"({time.perf_counter() - started:.0f}s)"
         )
     net.eval()
+    return net, epoch_losses
+
+
+def train(
+    dataset: Dataset,
+    split: Split,
+    config: TrainConfig,
+    *,
+    progress: Callable | None = None,
+    log: Callable[[str], None] | None = None,
+    evaluate: bool = True,
+) -> TrainResult:
+    """Train a hashing network on ``split.train`` and learn its rotation.
+
+    ``log`` receives one line per epoch and per stage; ``progress`` is a tqdm-like factory.
+    With ``evaluate`` the mAP of sgn(h) and of sgn(R h) is measured (whole database, ties by
+    database order) twice: on the training set (the rotation's own queries vs database, or
+    training vs training when there is no search) and query vs database; both are stored in
+    the bundle's metrics as ``train_map_sign``, ``train_map_rotated``, ``map_sign`` and
+    ``map_rotated``.
+    """
+    from hashkit.metrics import mean_average_precision
+
+    log = log or (lambda _msg: None)
+    started = time.perf_counter()
+    net, epoch_losses = train_network(dataset, split.train, config, progress=progress, log=log)
+    device = next(net.parameters()).device
     h_train = embed_dataset(net, dataset, split.train, device, num_workers=config.num_workers)
+    labels_train = dataset.labels[split.train]
     log(f"learning the rotation ({config.rotation})")
     rotation, search_info = learn_rotation(h_train, labels_train, config, progress=progress)
     metrics = {"train_seconds": time.perf_counter() - started, **search_info}
+    if evaluate:
+        q, db = _rotation_subsets(len(h_train), config)
+        for name, rot in (("sign", None), ("rotated", rotation)):
+            metrics[f"train_map_{name}"] = mean_average_precision(
+                sign_codes(h_train[q], rot),
+                sign_codes(h_train[db], rot),
+                labels_train[q],
+                labels_train[db],
+                config.bits,
+            )
+        log(
+            f"training mAP ({len(q)} vs {len(db)} training images): "
+            f"sgn(h) {metrics['train_map_sign']:.4f}, sgn(Rh) {metrics['train_map_rotated']:.4f}"
+        )
     if evaluate and len(split.query) and len(split.database):
         h_query = embed_dataset(
             net, dataset, split.query, device, progress=progress, num_workers=config.num_workers
@@ -238,7 +278,7 @@ def train(
             f"sgn(Rh) {metrics['map_rotated']:.4f}"
         )
     bundle = Bundle(
-        network=net_config,
+        network=net.config,
         state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()},
         rotation=rotation,
         train_config={

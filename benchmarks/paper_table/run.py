@@ -1,0 +1,334 @@
+"""The SDSH paper's comparison on Fashion-MNIST: losses x code lengths x quantisers.
+
+Reduced protocol (METHOD.md section 4, split seed 0): 1,000 queries (100 per class), the
+other 69,000 images are the database, 5,000 of them (500 per class) the training set. Each
+run trains one network (the default recipe of ``hashkit train``, i.e. TrainConfig's
+defaults, with the run's loss, bits and training seed) and scores four quantisers of the same
+embeddings: no rotation, ITQ, random search from identity and random search from ITQ (R
+learned on training images only, as ``hashkit train`` does). Reported per run: whole-database
+mAP (ties by database order), tie-aware mAP, and the statistics of the database codes
+(balance = mean |fraction of ones - 0.5|, mean absolute bit correlation, distinct codes).
+
+Resumable: each finished run is written to runs/<run>.json and skipped when the script runs
+again; several workers may run at once (a run is claimed with a lock file holding the
+worker's pid; locks of dead workers are ignored). Every call ends by rewriting results.json,
+README.md and map_vs_bits.png from whatever runs exist.
+
+    python benchmarks/paper_table/run.py                # run what is missing, then report
+    python benchmarks/paper_table/run.py --threads 1    # one of two workers side by side
+    python benchmarks/paper_table/run.py --report       # only aggregate
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "runs"
+
+# loss name in the table -> (loss, alpha)
+LOSSES = {
+    "spring": ("spring", None),
+    "margin (alpha 1)": ("margin", 1.0),
+    "likelihood": ("likelihood", None),
+    "margin (alpha 2)": ("margin", 2.0),
+}
+QUANTISERS = {
+    "none": ("none", "identity"),
+    "itq": ("itq", "identity"),
+    "rs-identity": ("random-search", "identity"),
+    "rs-itq": ("random-search", "itq"),
+}
+QUANTISER_NAMES = {
+    "none": "sgn(h)",
+    "itq": "ITQ",
+    "rs-identity": "RS from I",
+    "rs-itq": "RS from ITQ",
+}
+ALL_BITS = (12, 16, 24, 32, 48)
+SEEDS = (0, 1, 2)
+
+
+def jobs() -> list[tuple[str, int, int]]:
+    """(loss label, bits, seed) in the order they are run: what the claims rest on first."""
+    core = [l for l in LOSSES if l != "margin (alpha 2)"]
+    out = [(l, b, s) for s in SEEDS for b in (12, 32) for l in core]
+    out += [(l, b, 0) for b in (16, 24, 48) for l in core]
+    out += [("margin (alpha 2)", b, s) for s in SEEDS for b in (12, 32)]
+    return out
+
+
+def run_name(loss: str, bits: int, seed: int) -> str:
+    slug = loss.replace(" (alpha ", "-a").replace(")", "")
+    return f"{slug}-{bits}b-s{seed}"
+
+
+def run_one(loss_label: str, bits: int, seed: int) -> dict:
+    from hashkit.codes import code_statistics, sign_codes
+    from hashkit.config import TrainConfig
+    from hashkit.data import load_dataset, make_split
+    from hashkit.metrics import evaluate_retrieval
+    from hashkit.train import embed_dataset, learn_rotation, train_network
+
+    loss, alpha = LOSSES[loss_label]
+    ds = load_dataset("fashion-mnist")
+    split = make_split(ds.labels, "reduced", 0)
+    config = TrainConfig(bits=bits, loss=loss, alpha=alpha, seed=seed)
+    started = time.perf_counter()
+    net, losses = train_network(ds, split.train, config)
+    train_seconds = time.perf_counter() - started
+    device = next(net.parameters()).device
+    h_train = embed_dataset(net, ds, split.train, device)
+    h_query = embed_dataset(net, ds, split.query, device)
+    h_db = embed_dataset(net, ds, split.database, device)
+    lt, lq, ldb = (ds.labels[i] for i in (split.train, split.query, split.database))
+    results = {}
+    for name, (rotation, init) in QUANTISERS.items():
+        t = time.perf_counter()
+        r, info = learn_rotation(
+            h_train, lt, dataclasses.replace(config, rotation=rotation, rotation_init=init)
+        )
+        rotation_seconds = time.perf_counter() - t
+        xq, xb = sign_codes(h_query, r), sign_codes(h_db, r)
+        ev = evaluate_retrieval(xq, xb, lq, ldb, bits, top_k=(1000,), precision_ks=(100, 1000))
+        results[name] = {
+            "map": ev["map"],
+            "tie_aware_map": ev["tie_aware_map"],
+            "map_at_1000": ev["map_at"][1000],
+            "precision_at_100": ev["precision_at"][100],
+            "precision_radius2": ev["precision_radius2"],
+            **code_statistics(xb, bits),
+            "rotation_seconds": rotation_seconds,
+            **info,
+        }
+    return {
+        "loss": loss_label,
+        "bits": bits,
+        "seed": seed,
+        "config": config.to_dict(),
+        "protocol": {
+            "name": "reduced",
+            "split_seed": 0,
+            "train": len(split.train),
+            "query": len(split.query),
+            "database": len(split.database),
+        },
+        "final_loss": losses[-1],
+        "train_seconds": train_seconds,
+        "quantisers": results,
+    }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim(name: str) -> bool:
+    """Create runs/<name>.lock holding our pid; False when a live worker holds it."""
+    lock = RUNS / f"{name}.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                return False
+            lock.unlink(missing_ok=True)
+            continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
+def run_missing(limit: int | None, log) -> None:
+    RUNS.mkdir(exist_ok=True)
+    done = 0
+    for loss, bits, seed in jobs():
+        if limit is not None and done >= limit:
+            return
+        name = run_name(loss, bits, seed)
+        out = RUNS / f"{name}.json"
+        if out.exists() or not _claim(name):
+            continue
+        try:
+            t = time.perf_counter()
+            result = run_one(loss, bits, seed)
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result, indent=1))
+            tmp.replace(out)
+            maps = {k: round(v["map"], 4) for k, v in result["quantisers"].items()}
+            log(f"{name}: {maps} ({time.perf_counter() - t:.0f}s)")
+            done += 1
+        finally:
+            (RUNS / f"{name}.lock").unlink(missing_ok=True)
+
+
+def _mean_std(values: list[float]) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std(ddof=1)) if len(a) > 1 else None,
+        "n": len(a),
+        "values": a.tolist(),
+    }
+
+
+def aggregate() -> dict:
+    runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    cells: dict = {}
+    for r in runs:
+        for q, m in r["quantisers"].items():
+            cell = cells.setdefault((r["loss"], r["bits"], q), {})
+            for key in ("map", "tie_aware_map", "balance", "bit_correlation", "distinct_codes"):
+                cell.setdefault(key, []).append(m[key])
+    from hashkit.config import TrainConfig
+
+    default = TrainConfig()
+    return {
+        "dataset": "fashion-mnist",
+        "protocol": "reduced (split seed 0): 1,000 queries, 69,000 database, 5,000 training",
+        "recipe": {
+            k: v
+            for k, v in default.to_dict().items()
+            if k not in ("bits", "loss", "alpha", "seed", "rotation", "rotation_init")
+        },
+        "default": {
+            "loss": default.loss,
+            "alpha": default.alpha,
+            "rotation": default.rotation,
+            "rotation_init": default.rotation_init,
+        },
+        "runs": len(runs),
+        "cells": [
+            {"loss": loss, "bits": bits, "quantiser": q, **{k: _mean_std(v) for k, v in c.items()}}
+            for (loss, bits, q), c in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1]))
+        ],
+    }
+
+
+def _fmt(stat: dict | None, digits: int = 3) -> str:
+    if stat is None:
+        return ""
+    if stat["n"] == 1:
+        return f"{stat['mean']:.{digits}f} (1 seed)"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def markdown(agg: dict) -> str:
+    index = {(c["loss"], c["bits"], c["quantiser"]): c for c in agg["cells"]}
+    losses = [l for l in LOSSES if any(k[0] == l for k in index)]
+    lines = []
+    for key, title in (
+        ("map", "mAP, whole database (ties by database order)"),
+        ("tie_aware_map", "Tie-aware mAP (He et al., CVPR 2018)"),
+    ):
+        lines += [
+            f"### {title}",
+            "",
+            "| loss | bits | " + " | ".join(QUANTISER_NAMES.values()) + " |",
+            "|---|---|" + "---|" * len(QUANTISERS),
+        ]
+        for loss in losses:
+            for bits in ALL_BITS:
+                if not any((loss, bits, q) in index for q in QUANTISERS):
+                    continue
+                row = [_fmt(index.get((loss, bits, q), {}).get(key)) for q in QUANTISERS]
+                lines.append(f"| {loss} | {bits} | " + " | ".join(row) + " |")
+        lines.append("")
+    lines += [
+        "### Database codes: balance / mean |bit correlation| / distinct codes",
+        "",
+        "| loss | bits | " + " | ".join(QUANTISER_NAMES.values()) + " |",
+        "|---|---|" + "---|" * len(QUANTISERS),
+    ]
+    for loss in losses:
+        for bits in ALL_BITS:
+            if not any((loss, bits, q) in index for q in QUANTISERS):
+                continue
+            row = []
+            for q in QUANTISERS:
+                c = index.get((loss, bits, q))
+                row.append(
+                    ""
+                    if c is None
+                    else f"{c['balance']['mean']:.3f} / {c['bit_correlation']['mean']:.3f} / "
+                    f"{c['distinct_codes']['mean']:.0f}"
+                )
+            lines.append(f"| {loss} | {bits} | " + " | ".join(row) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot(agg: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    index = {(c["loss"], c["bits"], c["quantiser"]): c for c in agg["cells"]}
+    fig, axes = plt.subplots(1, len(QUANTISERS), figsize=(4 * len(QUANTISERS), 3.6), sharey=True)
+    for ax, q in zip(axes, QUANTISERS):
+        for loss in LOSSES:
+            pts = [(b, index[(loss, b, q)]["map"]) for b in ALL_BITS if (loss, b, q) in index]
+            if not pts:
+                continue
+            bits = [b for b, _ in pts]
+            mean = [s["mean"] for _, s in pts]
+            std = [s["std"] or 0.0 for _, s in pts]
+            ax.errorbar(bits, mean, yerr=std, marker="o", capsize=3, label=loss)
+        ax.set_title(QUANTISER_NAMES[q])
+        ax.set_xlabel("bits")
+        ax.set_xticks(ALL_BITS)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mAP (whole database)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Fashion-MNIST, reduced protocol (error bars: std over 3 seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report() -> dict:
+    agg = aggregate()
+    (HERE / "results.json").write_text(json.dumps(agg, indent=1))
+    (HERE / "table.md").write_text(markdown(agg))
+    if agg["cells"]:
+        plot(agg, HERE / "map_vs_bits.png")
+    return agg
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    parser.add_argument("--limit", type=int, default=None, help="stop after this many runs")
+    parser.add_argument("--report", action="store_true", help="only aggregate what exists")
+    args = parser.parse_args()
+    if not args.report:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        run_missing(args.limit, lambda m: print(m, flush=True))
+    agg = write_report()
+    print(f"{agg['runs']} runs aggregated into {HERE / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Training: the network, the rotation stage and the metrics `hashkit train` reports, on a
+few dozen generated images (seconds on a CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from hashkit.config import TrainConfig
+from hashkit.data.base import Dataset
+from hashkit.data.protocol import Split
+from hashkit.errors import DataError, HashkitError
+from hashkit.train import learn_rotation, train, train_network
+
+TINY = dict(bits=8, epochs=3, batch_size=16, per_class=4, rotation_steps=20, device="cpu")
+
+
+def toy_dataset(classes=4, per_class=12, size=16, seed=0) -> Dataset:
+    """Grey images: each class a bright square at its own place, plus noise."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for c in range(classes):
+        for _ in range(per_class):
+            image = rng.normal(40, 15, (size, size))
+            r, col = divmod(c, 2)
+            image[r * 8 : r * 8 + 8, col * 8 : col * 8 + 8] += 150
+            images.append(np.clip(image, 0, 255).astype(np.uint8))
+            labels.append(c)
+    return Dataset(np.stack(images), labels=np.array(labels, dtype=np.int64), name="toy")
+
+
+def toy_split(ds: Dataset) -> Split:
+    query = np.arange(0, len(ds), 6)
+    rest = np.setdiff1d(np.arange(len(ds)), query)
+    return Split(train=rest, query=query, database=rest)
+
+
+def test_train_reports_training_and_query_map_for_sign_and_rotation():
+    ds = toy_dataset()
+    result = train(ds, toy_split(ds), TrainConfig(**TINY))
+    m = result.metrics
+    for key in ("train_map_sign", "train_map_rotated", "map_sign", "map_rotated"):
+        assert 0.0 < m[key] <= 1.0
+    # The search keeps a candidate only when the training mAP rises, so it cannot fall.
+    assert m["search_map_end"] >= m["search_map_start"]
+    assert m["train_map_rotated"] == pytest.approx(m["search_map_end"])
+    r = result.bundle.rotation
+    assert r.shape == (8, 8)
+    np.testing.assert_allclose(r @ r.T, np.eye(8), atol=1e-5)
+    assert result.bundle.train_config["loss"] == "spring"
+    assert len(result.epoch_losses) == 3
+
+
+@pytest.mark.parametrize("loss,alpha", [("spring", None), ("margin", 2.0), ("likelihood", 0.5)])
+def test_training_lowers_every_loss_on_separable_images(loss, alpha):
+    ds = toy_dataset()
+    config = TrainConfig(**{**TINY, "epochs": 6, "lr": 3e-3}, loss=loss, alpha=alpha)
+    _, losses = train_network(ds, np.arange(len(ds)), config)
+    assert losses[-1] < losses[0]
+
+
+def test_training_with_augmentation_runs_and_is_seeded():
+    ds = toy_dataset()
+    config = TrainConfig(**{**TINY, "epochs": 2}, augment="crop")
+    _, first = train_network(ds, np.arange(len(ds)), config)
+    _, again = train_network(ds, np.arange(len(ds)), config)
+    assert first == pytest.approx(again)
+
+
+def test_training_without_labels_is_a_data_error():
+    ds = toy_dataset()
+    unlabelled = Dataset(ds.images, name="toy")
+    with pytest.raises(DataError, match="no labels"):
+        train_network(unlabelled, np.arange(len(ds)), TrainConfig(**TINY))
+
+
+def clustered(n=300, bits=12, classes=5, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    centres = rng.standard_normal((classes, bits))
+    h = centres[labels] + 0.7 * rng.standard_normal((n, bits))
+    h /= np.linalg.norm(h, axis=1, keepdims=True)
+    return h.astype(np.float32), labels
+
+
+def test_learn_rotation_none_is_the_identity_and_itq_is_orthogonal():
+    h, labels = clustered()
+    config = TrainConfig(bits=12)
+    r, info = learn_rotation(h, labels, dataclasses.replace(config, rotation="none"))
+    np.testing.assert_array_equal(r, np.eye(12))
+    assert info == {}
+    r, _ = learn_rotation(h, labels, dataclasses.replace(config, rotation="itq"))
+    np.testing.assert_allclose(r @ r.T, np.eye(12), atol=1e-5)
+
+
+def test_random_search_from_itq_starts_at_the_itq_rotation_score():
+    from hashkit.codes import sign_codes
+    from hashkit.metrics import mean_average_precision
+    from hashkit.train import _rotation_subsets
+
+    h, labels = clustered()
+    config = TrainConfig(bits=12, rotation_steps=30, rotation_queries=100)
+    itq, _ = learn_rotation(h, labels, dataclasses.replace(config, rotation="itq"))
+    _, info = learn_rotation(h, labels, dataclasses.replace(config, rotation_init="itq"))
+    q, db = _rotation_subsets(len(h), config)
+    assert info["search_queries"] == 100 and info["search_database"] == 200
+    expected = mean_average_precision(
+        sign_codes(h[q], itq), sign_codes(h[db], itq), labels[q], labels[db], 12
+    )
+    assert info["search_map_start"] == pytest.approx(expected)
+    assert info["search_map_end"] >= info["search_map_start"]
+
+
+def test_rotation_seed_changes_the_search_and_defaults_to_the_training_seed():
+    h, labels = clustered()
+    config = TrainConfig(bits=12, rotation_steps=30, seed=3)
+    r_default, _ = learn_rotation(h, labels, config)
+    r_same, _ = learn_rotation(h, labels, dataclasses.replace(config, rotation_seed=3))
+    r_other, _ = learn_rotation(h, labels, dataclasses.replace(config, rotation_seed=4))
+    np.testing.assert_array_equal(r_default, r_same)
+    assert not np.allclose(r_default, r_other)
+
+
+def test_unknown_rotation_is_refused():
+    h, labels = clustered()
+    with pytest.raises(HashkitError, match="unknown rotation"):
+        learn_rotation(h, labels, TrainConfig(bits=12, rotation="pca"))
