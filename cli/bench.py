@@ -10,6 +10,7 @@ import click
 
 from hashkit.cli.options import data_options, device_option, load_data, quiet_option
 from hashkit.cli.progress import progress_factory
+from hashkit.cli.search import gpu_option
 
 
 @click.command("bench")
@@ -48,6 +49,7 @@ from hashkit.cli.progress import progress_factory
     show_default=True,
     help="Folder for bench.json and bench.md (and model.pt).",
 )
+@gpu_option
 @device_option
 @quiet_option
 def bench_command(
@@ -62,6 +64,7 @@ def bench_command(
     nlist,
     epochs,
     out_dir,
+    gpu,
     device,
     quiet,
 ):
@@ -103,7 +106,14 @@ def bench_command(
         say(f"wrote {model_path}")
     say(f"benchmarking on {len(split.query)} queries x {len(split.database)} database images")
     result = run_benchmark(
-        bundle, dataset, split, top_k=top_k, nlist=nlist, device=device, progress=progress
+        bundle,
+        dataset,
+        split,
+        top_k=top_k,
+        nlist=nlist,
+        device=device,
+        progress=progress,
+        gpu=gpu,
     )
     command = "hashkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     for path in write_benchmark(result, out_dir, command):

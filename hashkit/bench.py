@@ -19,7 +19,7 @@ import numpy as np
 from hashkit import __version__
 from hashkit.atomic import atomic_path
 from hashkit.codes import code_statistics, sign_codes
-from hashkit.index import build_index, default_nlist
+from hashkit.index import build_index, default_nlist, search_index_for
 
 NPROBES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -70,8 +70,11 @@ def run_benchmark(
     nlist: int | None = None,
     device: str = "auto",
     progress: Callable | None = None,
+    gpu: bool | None = None,
 ) -> dict:
-    """Encode the split's queries and database with ``bundle`` and measure quality and speed."""
+    """Encode the split's queries and database with ``bundle`` and measure quality and speed.
+
+    ``gpu``: flat search also on GpuIndexBinaryFlat (None: when faiss sees a GPU)."""
     import faiss
 
     from hashkit.encode import resolve_device
@@ -94,6 +97,8 @@ def run_benchmark(
     flat = build_index(xb, np.arange(len(xb)), bits, "flat")
     qps1, D_ref, I_ref = time_search(flat, xq, k, 1)
     qps_all, _, _ = time_search(flat, xq, k, threads)
+    flat_gpu, on_gpu = search_index_for(flat, gpu)
+    qps_gpu = time_search(flat_gpu, xq, k, threads)[0] if on_gpu else None
     nlist = nlist or default_nlist(len(xb))
     ivf = build_index(xb, np.arange(len(xb)), bits, "ivf", nlist=nlist)
     sweep = []
@@ -117,7 +122,13 @@ def run_benchmark(
         "precision_radius2": quality["precision_radius2"],
         "map_without_rotation": sign_only["map"],
         "code_statistics": code_statistics(xb, bits),
-        "flat": {"qps_1_thread": qps1, "qps_all_threads": qps_all, "threads": threads, "k": k},
+        "flat": {
+            "qps_1_thread": qps1,
+            "qps_all_threads": qps_all,
+            "qps_gpu": qps_gpu,
+            "threads": threads,
+            "k": k,
+        },
         "ivf": {"nlist": nlist, "k": k, "sweep": sweep},
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -161,6 +172,8 @@ def benchmark_markdown(result: dict, command: str = "") -> str:
         f"| flat, {result['flat']['threads']} threads | "
         f"{result['flat']['qps_all_threads']:,.0f} | 1.000 | 1.000 |",
     ]
+    if result["flat"].get("qps_gpu"):
+        lines.append(f"| flat, GPU | {result['flat']['qps_gpu']:,.0f} | 1.000 | 1.000 |")
     for row in result["ivf"]["sweep"]:
         lines.append(
             f"| ivf nlist={result['ivf']['nlist']} nprobe={row['nprobe']} | "

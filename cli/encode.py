@@ -1,0 +1,152 @@
+"""``hashkit encode``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hashkit.cli.options import data_options, device_option, load_data, quiet_option
+from hashkit.cli.progress import progress_factory
+
+
+@click.command("encode")
+@click.argument("args", metavar="[IMAGES|DATA] CODES.h5", nargs=-1, required=True)
+@click.option(
+    "--model",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Model bundle that encodes the images.",
+)
+@data_options
+@click.option(
+    "--part",
+    type=click.Choice(["all", "query", "database", "train"]),
+    default="all",
+    show_default=True,
+    help="Which items of DATA to encode (its protocol split).",
+)
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="DataLoader worker processes decoding image files.",
+)
+@click.option("--strict", is_flag=True, help="Fail on an unreadable image instead of skipping it.")
+@device_option
+@quiet_option
+def encode_command(
+    args,
+    model,
+    data,
+    root,
+    protocol,
+    split_file,
+    split_seed,
+    part,
+    batch_size,
+    workers,
+    strict,
+    device,
+    quiet,
+):
+    """Encode images into a code store (HDF5), in batches, without building an index.
+
+    IMAGES is a folder searched recursively for image files (stored with their absolute
+    paths, no labels). DATA (a positional argument or --data) is a built-in dataset, a
+    labelled image folder or a list file: its items go in with their labels and their
+    dataset indices as ids, so `hashkit eval` can score a query store against a database
+    store. The store appears only when complete.
+
+    \b
+    Examples:
+      hashkit encode --model model.pt images/ codes.h5
+      hashkit encode --model model.pt fashion-mnist query.h5 --part query
+      hashkit encode --model model.pt --data fashion-mnist --part database db.h5
+      hashkit eval query.h5 db.h5
+    """
+    from hashkit.bundle import load_bundle
+    from hashkit.errors import HashkitError
+
+    if len(args) > 2:
+        raise HashkitError("give at most one source and one output file")
+    out = Path(args[-1])
+    source = args[0] if len(args) == 2 else None
+    if source is not None and data is not None:
+        raise HashkitError("give the data as an argument or as --data, not both")
+    bundle = load_bundle(model)
+    progress = progress_factory(quiet)
+    if source is not None and Path(source).is_dir():
+        from hashkit.encode import encode_files_to_store, find_images
+
+        report = encode_files_to_store(
+            bundle,
+            find_images(Path(source).resolve()),
+            out,
+            batch_size=batch_size,
+            num_workers=workers,
+            device=device,
+            strict=strict,
+            progress=progress,
+        )
+    else:
+        dataset, split = load_data(
+            source or data, root, protocol, split_file, split_seed, defaults=bundle.train_config
+        )
+        report = _encode_dataset(
+            bundle, dataset, split, part, out, batch_size, workers, device, strict, progress
+        )
+    if report.skipped:
+        click.echo(
+            f"skipped {len(report.skipped)} unreadable image(s), e.g. {report.skipped[0][1]}",
+            err=True,
+        )
+    click.echo(f"wrote {out}: {report.encoded} {bundle.bits}-bit codes")
+
+
+def _encode_dataset(
+    bundle, dataset, split, part, out, batch_size, workers, device, strict, progress
+):
+    import numpy as np
+
+    from hashkit.encode import EncodeReport, iter_dataset_codes
+    from hashkit.errors import DataError
+    from hashkit.store import StoreWriter
+
+    indices = np.arange(len(dataset)) if part == "all" else getattr(split, part)
+    labels = dataset.labels
+    label_width = None if labels is None else (0 if labels.ndim == 1 else labels.shape[1])
+    attrs = {"dataset": dataset.name, "part": part, "protocol": split.protocol}
+    if bundle.path:
+        attrs["model_path"] = str(bundle.path)
+    report = EncodeReport()
+    with StoreWriter(
+        out,
+        bundle.bits,
+        fingerprint=bundle.fingerprint,
+        label_width=label_width,
+        class_names=dataset.class_names or None,
+        extra_attrs=attrs,
+    ) as writer:
+        for idx, codes in iter_dataset_codes(
+            bundle,
+            dataset,
+            indices,
+            batch_size=max(batch_size, 4096) if dataset.images is not None else batch_size,
+            num_workers=workers,
+            device=device,
+            strict=strict,
+            report=report,
+            progress=progress,
+        ):
+            writer.append(
+                codes,
+                idx,
+                [dataset.paths[i] for i in idx] if dataset.paths else None,
+                None if labels is None else labels[idx],
+            )
+        if report.encoded == 0:
+            raise DataError(f"none of the {len(indices)} items could be encoded")
+    return report

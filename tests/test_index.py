@@ -1,0 +1,270 @@
+"""FAISS binary indexes: plain-faiss round trips, padding, incremental adds, interrupted
+writes, the GPU wrapper's id mapping, and every mismatch error."""
+
+from __future__ import annotations
+
+import json
+
+import faiss
+import numpy as np
+import pytest
+
+import hashkit.atomic
+from hashkit.codes import hamming_distances, pack_codes
+from hashkit.errors import HashkitError, MismatchError
+from hashkit.index import (
+    INDEX_TYPES,
+    DeviceFlatIndex,
+    IndexAppender,
+    append_code_batches,
+    build_index,
+    check_compatible,
+    describe_index,
+    gpu_count,
+    read_index,
+    search_index_for,
+    sidecar_path,
+    write_index,
+)
+from hashkit.search import Searcher
+from hashkit.store import CodeStore, read_store, read_store_attrs, write_store
+
+
+def make_codes(n, bits, seed=0):
+    return pack_codes(np.random.default_rng(seed).random((n, bits)) > 0.5)
+
+
+@pytest.fixture
+def indexed(tmp_path):
+    """A 12-bit store of 400 codes under ids 1000.. and a function writing an index of it."""
+    bits = 12
+    codes = make_codes(400, bits)
+    ids = np.arange(1000, 1400, dtype=np.int64)
+    store_path = tmp_path / "s.h5"
+    write_store(
+        store_path,
+        CodeStore(codes, ids, bits, paths=[f"/img/{i}.png" for i in range(400)], fingerprint="ab"),
+    )
+
+    def make(index_type="flat", name="out.faiss", **kw):
+        index = build_index(codes, ids, bits, index_type, **kw)
+        write_index(
+            index,
+            tmp_path / name,
+            bits=bits,
+            store=store_path,
+            model=None,
+            model_fingerprint="ab",
+            store_uuid=read_store_attrs(store_path)["uuid"],
+        )
+        return tmp_path / name
+
+    return codes, ids, store_path, make
+
+
+@pytest.mark.parametrize("index_type", INDEX_TYPES)
+def test_plain_faiss_reads_the_index_and_finds_what_hashkit_finds(indexed, index_type):
+    codes, ids, _, make = indexed
+    path = make(index_type)
+    plain = faiss.read_index_binary(str(path))
+    searcher = Searcher(path, gpu=False)
+    params = json.loads(sidecar_path(path).read_text())["params"]
+    if "nflip" in params:  # search defaults FAISS does not keep live in the sidecar
+        faiss.downcast_IndexBinary(plain.index).nflip = params["nflip"]
+    if "ef_search" in params:
+        faiss.downcast_IndexBinary(plain.index).hnsw.efSearch = params["ef_search"]
+    D0, I0 = plain.search(codes[:20], 5)
+    D, I = searcher.search(codes[:20], 5)
+    assert np.array_equal(D, D0) and np.array_equal(I, I0)
+    assert set(I[I >= 0].tolist()) <= set(ids.tolist())
+    assert (I[:, 0] == ids[:20]).sum() >= 10 and (D[:, 0] == 0).all()
+
+
+def test_flat_search_of_twelve_bit_codes_equals_unpacked_hamming_counts(indexed):
+    codes, ids, _, make = indexed
+    D, I = Searcher(make("flat"), gpu=False).search(codes[:30], 400)
+    full = hamming_distances(codes[:30], codes)
+    for q in range(30):
+        assert np.array_equal(D[q], full[q, I[q] - 1000])
+        assert np.array_equal(np.sort(D[q]), np.sort(full[q]))
+
+
+def test_ivf_keeps_nprobe_and_hnsw_ef_search_as_search_defaults(indexed):
+    _, _, _, make = indexed
+    index, info = read_index(make("ivf", "ivf.faiss", nlist=8, nprobe=3))
+    assert info.params == {"nlist": 8, "nprobe": 3} and index.nprobe == 3
+    index, info = read_index(make("hnsw", "h.faiss", ef_search=77))
+    assert faiss.downcast_IndexBinary(index.index).hnsw.efSearch == 77
+    assert describe_index(make("multihash", "m.faiss", nflip=2))["params"]["nflip"] == 2
+
+
+def test_factory_string_builds_any_binary_index_with_the_store_ids(indexed):
+    codes, ids, _, _ = indexed
+    index = build_index(codes, ids, 12, factory="BHNSW8")
+    assert index.search(codes[:1], 1)[1][0, 0] == ids[0]
+
+
+def test_ids_stay_aligned_after_several_adds(indexed):
+    codes, _, store_path, make = indexed
+    path = make("ivf", nlist=4, nprobe=4)
+    for round_ in range(3):
+        new = make_codes(7, 12, seed=10 + round_)
+        names = [f"/new/{round_}/{i}.png" for i in range(7)]
+        report = append_code_batches(path, [(new[:4], names[:4]), (new[4:], names[4:])])
+        assert report.added == 7 and report.first_id == 1400 + 7 * round_
+        assert append_code_batches(path, [(new, names)]).skipped_existing == names
+    store = read_store(store_path)
+    assert len(store) == 421 and len(set(store.ids.tolist())) == 421
+    searcher = Searcher(path, gpu=False)
+    assert searcher.index.ntotal == 421 and not searcher.alignment.warning()
+    D, I = searcher.search(store.codes, 421)
+    for row, (d, i) in enumerate(zip(D, I)):
+        own = set(i[d == 0].tolist())
+        assert store.ids[row] in own
+    hits = searcher.search_codes(store.codes[-1:], 1)
+    assert searcher.paths[searcher.rows_of(np.array([hits[0][0].id]))[0]].startswith("/")
+
+
+def files_of(tmp_path):
+    return {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+
+def test_an_add_interrupted_inside_the_writer_leaves_every_file_intact(indexed, tmp_path):
+    _, _, _, make = indexed
+    path = make("flat")
+    before = files_of(tmp_path)
+
+    def batches():
+        yield make_codes(3, 12, seed=5), ["/a.png", "/b.png", "/c.png"]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        append_code_batches(path, batches())
+    assert files_of(tmp_path) == before
+
+
+def test_a_build_interrupted_while_writing_keeps_the_previous_index(indexed, tmp_path, monkeypatch):
+    codes, ids, store_path, make = indexed
+    path = make("flat")
+    before = files_of(tmp_path)
+
+    def broken(index, name):
+        open(name, "wb").write(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(faiss, "write_index_binary", broken)
+    with pytest.raises(RuntimeError):
+        write_index(
+            build_index(codes, ids, 12, "hnsw"), path, bits=12, store=store_path, model=None
+        )
+    assert files_of(tmp_path) == before
+
+
+def test_an_add_killed_between_renames_is_detected_and_finished_by_the_next(
+    indexed, tmp_path, monkeypatch
+):
+    codes, _, store_path, make = indexed
+    path = make("flat")
+    commit = hashkit.atomic.PendingFile.commit
+    calls = []
+
+    def dies_after_the_store(self):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(self.target)
+        return commit(self)
+
+    monkeypatch.setattr(hashkit.atomic.PendingFile, "commit", dies_after_the_store)
+    with pytest.raises(KeyboardInterrupt):
+        append_code_batches(path, [(make_codes(5, 12, seed=9), [f"/n{i}" for i in range(5)])])
+    monkeypatch.setattr(hashkit.atomic.PendingFile, "commit", commit)
+    assert calls == [store_path]
+    searcher = Searcher(path, gpu=False)
+    assert searcher.alignment.pending == 5 and "hashkit add" in searcher.alignment.warning()
+    assert "lacks" in describe_index(path)["warning"]
+    report = append_code_batches(path, [])
+    assert report.recovered == 5 and report.count == 405
+    assert Searcher(path, gpu=False).alignment.warning() == ""
+
+
+def test_mismatched_bits_and_fingerprints_are_refused():
+    with pytest.raises(MismatchError, match="32 bits but .* 64 bits"):
+        check_compatible(bits_a=32, bits_b=64, what_a="model", what_b="index")
+    with pytest.raises(MismatchError, match="different models"):
+        check_compatible(
+            bits_a=32, bits_b=32, what_a="a", what_b="b", fingerprint_a="1", fingerprint_b="2"
+        )
+
+
+def test_sidecar_bits_that_disagree_with_the_index_are_refused(indexed):
+    path = indexed[3]("flat")
+    meta = json.loads(sidecar_path(path).read_text())
+    sidecar_path(path).write_text(json.dumps({**meta, "bits": 32}))
+    with pytest.raises(MismatchError, match="sidecar says 32 bits"):
+        read_index(path)
+
+
+def test_a_store_from_another_model_is_refused(indexed):
+    path = indexed[3]("flat")
+    meta = json.loads(sidecar_path(path).read_text())
+    sidecar_path(path).write_text(json.dumps({**meta, "model_fingerprint": "cd"}))
+    with pytest.raises(MismatchError, match="different models"):
+        Searcher(path)
+
+
+def test_a_rebuilt_store_is_not_mistaken_for_the_indexed_one(indexed):
+    codes, ids, store_path, make = indexed
+    path = make("flat")
+    write_store(store_path, CodeStore(codes, ids, 12, fingerprint="ab"))
+    with pytest.raises(MismatchError, match="another code store"):
+        Searcher(path)
+
+
+def test_an_index_larger_than_its_store_or_with_other_ids_is_refused(indexed, tmp_path):
+    codes, ids, store_path, make = indexed
+    path = make("flat")
+    meta = json.loads(sidecar_path(path).read_text())
+    write_store(tmp_path / "small.h5", CodeStore(codes[:10], ids[:10], 12))
+    sidecar_path(path).write_text(json.dumps({**meta, "store": "small.h5", "store_uuid": ""}))
+    with pytest.raises(MismatchError, match="only 10"):
+        Searcher(path)
+    write_store(tmp_path / "other.h5", CodeStore(codes, ids + 1, 12))
+    sidecar_path(path).write_text(json.dumps({**meta, "store": "other.h5", "store_uuid": ""}))
+    with pytest.raises(MismatchError, match="not the ids"):
+        Searcher(path)
+
+
+def test_query_codes_of_another_width_are_refused(indexed):
+    searcher = Searcher(indexed[3]("flat"), gpu=False)
+    with pytest.raises(MismatchError, match="query codes"):
+        searcher.search(make_codes(2, 32), 3)
+
+
+def test_a_model_of_other_bits_is_refused_by_add(indexed):
+    path = indexed[3]("flat")
+    with pytest.raises(MismatchError):
+        with IndexAppender(path) as appender:
+            check_compatible(bits_a=32, bits_b=appender.bits, what_a="model", what_b=str(path))
+    assert read_index(path)[0].ntotal == 400
+
+
+@pytest.mark.skipif(gpu_count() > 0, reason="checks the CPU fallback")
+def test_without_a_gpu_search_falls_back_to_the_cpu_and_gpu_true_is_an_error(indexed):
+    codes, ids, _, make = indexed
+    index = build_index(codes, ids, 12, "flat")
+    assert search_index_for(index, None) == (index, False)
+    assert search_index_for(index, False) == (index, False)
+    with pytest.raises(HashkitError, match="no GPU"):
+        search_index_for(index, True)
+    assert Searcher(make("flat"), gpu=None).on_gpu is False
+
+
+def test_device_flat_index_maps_positions_to_store_ids(indexed):
+    codes, ids, _, _ = indexed
+    device = faiss.IndexBinaryFlat(16)  # stands in for GpuIndexBinaryFlat
+    device.add(codes)
+    wrapped = DeviceFlatIndex(device, ids)
+    reference = build_index(codes, ids, 12, "flat")
+    D, I = wrapped.search(codes[:10], 5)
+    D0, I0 = reference.search(codes[:10], 5)
+    assert np.array_equal(D, D0) and (I[:, 0] == ids[:10]).all()
