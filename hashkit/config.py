@@ -14,7 +14,7 @@ ROTATIONS = ("random-search", "itq", "none")
 BACKBONES = ("small-cnn", "resnet18", "resnet50", "alexnet", "vgg16")
 AUGMENTATIONS = ("none", "crop", "crop-flip", "affine")
 
-DEFAULT_AUGMENT = "none"
+DEFAULT_AUGMENT = "crop"
 
 
 @dataclass
@@ -35,12 +35,12 @@ class TrainConfig:
     """
 
     bits: int = 32
-    loss: str = "spring"
+    loss: str = "margin"
     alpha: float | None = None
     backbone: str = "small-cnn"
     input_size: int | None = None
     pretrained: str | None = None
-    epochs: int = 30
+    epochs: int = 60
     batch_size: int = 100
     per_class: int = 10
     lr: float = 1e-3
