@@ -4,6 +4,7 @@ few dozen generated images (seconds on a CPU)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -127,3 +128,33 @@ def test_unknown_rotation_is_refused():
     h, labels = clustered()
     with pytest.raises(HashkitError, match="unknown rotation"):
         learn_rotation(h, labels, TrainConfig(bits=12, rotation="pca"))
+
+
+def test_train_command_defaults_are_the_train_config_defaults(run_cli):
+    default = TrainConfig()
+    text = re.sub(r"\s+", " ", run_cli("train", "--help").stdout)
+    assert "--loss [spring|margin|likelihood] Triplet loss" in text
+    assert re.search(rf"--loss .*?\[default: {default.loss}\]", text)
+    assert re.search(rf"--epochs INTEGER RANGE \[default: {default.epochs};", text)
+    assert re.search(rf"--augment .*?\[default: {default.augment}\]", text)
+    assert re.search(
+        rf"--rotation-steps INTEGER RANGE .*?\[default: {default.rotation_steps};", text
+    )
+
+
+def test_train_command_prints_training_and_query_map_for_sign_and_rotation(
+    tmp_path, image_folder, run_cli
+):
+    root, split = image_folder
+    args = ["--bits", "8", "--epochs", "2", "--batch-size", "12", "--per-class", "4"]
+    args += ["--rotation", "random-search", "--init", "itq", "--rotation-steps", "10"]
+    result = run_cli(
+        "train", "--data", root, "--split", split, *args, "--out", tmp_path / "m.pt", "-q"
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    training = [line for line in lines if line.startswith("training mAP")]
+    query = [line for line in lines if line.startswith("query vs database mAP")]
+    assert len(training) == 1 and len(query) == 1
+    assert "random search from itq" in training[0]
+    assert len(re.findall(r"\d\.\d{4}", training[0] + query[0])) == 4
