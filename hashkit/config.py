@@ -49,7 +49,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     rotation: str = "random-search"
-    rotation_init: str = "identity"
+    rotation_init: str = "itq"
     rotation_steps: int = 800
     rotation_queries: int = 2000
     rotation_database: int = 16000

@@ -42,7 +42,7 @@ TRIALS: dict[str, tuple[dict, bool]] = {
     "margin1-crop-30": ({"augment": "crop", "loss": "margin", "alpha": 1.0}, False),
     "margin2-crop-30": ({"augment": "crop", "loss": "margin", "alpha": 2.0}, False),
     "likelihood-crop-30": ({"augment": "crop", "loss": "likelihood"}, False),
-    "margin1-crop-60-rs": ({"augment": "crop", "loss": "margin", "alpha": 1.0, "epochs": 60}, True),
+    "margin1-crop-30-rs": ({"augment": "crop", "loss": "margin", "alpha": 1.0}, True),
 }
 
 
