@@ -8,9 +8,16 @@ from pathlib import Path
 
 import click
 
-from hashkit.cli.options import data_options, device_option, load_data, quiet_option
+from hashkit.cli.options import (
+    data_options,
+    data_source,
+    device_option,
+    load_data,
+    quiet_option,
+)
 from hashkit.cli.progress import progress_factory
 from hashkit.cli.search import gpu_option
+from hashkit.config import TrainConfig
 
 
 @click.command("bench")
@@ -37,7 +44,7 @@ from hashkit.cli.search import gpu_option
 @click.option(
     "--epochs",
     type=click.IntRange(1),
-    default=30,
+    default=TrainConfig.epochs,
     show_default=True,
     help="Epochs when training a model.",
 )
@@ -80,7 +87,7 @@ def bench_command(
     """
     from hashkit.bench import run_benchmark, write_benchmark
     from hashkit.bundle import load_bundle, save_bundle
-    from hashkit.train import TrainConfig, train
+    from hashkit.train import train
 
     say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     progress = progress_factory(quiet)
@@ -101,6 +108,7 @@ def bench_command(
             evaluate=False,
         )
         bundle = result.bundle
+        bundle.train_config.update(data_source(data, root, split_file))
         model_path = Path(out_dir) / "model.pt"
         save_bundle(bundle, model_path)
         say(f"wrote {model_path}")

@@ -63,8 +63,14 @@ def load_data(
     from hashkit.data.protocol import load_split, make_split
 
     defaults = defaults or {}
-    data = data or defaults.get("dataset") or DEFAULT_DATA
+    if data is None:
+        data = defaults.get("data") or defaults.get("dataset") or DEFAULT_DATA
+        root = root or defaults.get("root")
+        if split_file is None and protocol is None and split_seed is None:
+            split_file = defaults.get("split_file")
     protocol = protocol or defaults.get("protocol") or "reduced"
+    if protocol not in ("reduced", "full"):
+        protocol = "reduced"
     split_seed = split_seed if split_seed is not None else defaults.get("split_seed", 0)
     dataset = load_dataset(data, root)
     if split_file:
@@ -72,6 +78,23 @@ def load_data(
     else:
         split = make_split(dataset.labels, protocol, split_seed)
     return dataset, split
+
+
+def data_source(data: str | None, root: str | None, split_file: str | None) -> dict:
+    """How to load the same data and split again, for a bundle's ``train_config``: a path is
+    made absolute, a built-in name kept; ``split_file`` absolute or None."""
+    from pathlib import Path
+
+    from hashkit.data import BUILTIN_DATASETS
+
+    data = data or DEFAULT_DATA
+    if data.lower() not in BUILTIN_DATASETS:
+        data = str(Path(data).resolve())
+    return {
+        "data": data,
+        "root": None if root is None else str(Path(root).resolve()),
+        "split_file": None if split_file is None else str(Path(split_file).resolve()),
+    }
 
 
 def quiet_option(func):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hashkit.cli.options import data_options, device_option, load_data, quiet_option
+from hashkit.cli.options import data_options, data_source, device_option, load_data, quiet_option
 from hashkit.cli.progress import progress_factory
 from hashkit.config import AUGMENTATIONS, BACKBONES, LOSSES, ROTATIONS, TrainConfig
 
@@ -211,6 +211,7 @@ def train_command(
         num_workers=workers,
     )
     result = train(dataset, split, config, progress=progress_factory(quiet), log=say)
+    result.bundle.train_config.update(data_source(data, root, split_file))
     fingerprint = save_bundle(result.bundle, out)
     m = result.metrics
     chosen = {"random-search": f"random search from {rotation_init}", "itq": "ITQ"}.get(

@@ -117,7 +117,7 @@ def run_benchmark(
         "queries": int(len(xq)),
         "database": int(len(xb)),
         "map": quality["map"],
-        f"map_at_{top_k}": quality["map_at"][str(top_k)],
+        f"map_at_{top_k}": quality["map_at"][top_k],
         "tie_aware_map": quality["tie_aware_map"],
         "precision_radius2": quality["precision_radius2"],
         "map_without_rotation": sign_only["map"],
@@ -182,8 +182,50 @@ def benchmark_markdown(result: dict, command: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_benchmark(result: dict, path: str | os.PathLike) -> None:
+    """Queries/s against recall@k of the IVF nprobe sweep, with the flat index for reference,
+    as a PNG (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = result["ivf"]["sweep"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(
+        [r["recall"] for r in sweep],
+        [r["qps"] for r in sweep],
+        "o-",
+        label=f"IVF nlist={result['ivf']['nlist']} (nprobe sweep)",
+    )
+    for r in sweep:
+        ax.annotate(
+            str(r["nprobe"]),
+            (r["recall"], r["qps"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+        )
+    flat = result["flat"]
+    ax.plot([1.0], [flat["qps_all_threads"]], "s", label=f"flat, {flat['threads']} threads")
+    ax.plot([1.0], [flat["qps_1_thread"]], "^", label="flat, 1 thread")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"recall@{flat['k']} (ties counted)")
+    ax.set_ylabel("queries / s")
+    ax.set_title(
+        f"{result['dataset']}, {result['bits']} bits, {result['database']:,} codes, "
+        f"mAP {result['map']:.3f}"
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
 def write_benchmark(result: dict, out_dir: str | os.PathLike, command: str = "") -> list[Path]:
-    """Write ``bench.json`` and ``bench.md`` into ``out_dir`` (atomically)."""
+    """Write ``bench.json``, ``bench.md`` and ``bench.png`` into ``out_dir`` (atomically)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -194,4 +236,6 @@ def write_benchmark(result: dict, out_dir: str | os.PathLike, command: str = "")
         with atomic_path(out_dir / name) as tmp:
             tmp.write_text(text if text.endswith("\n") else text + "\n")
         written.append(out_dir / name)
+    plot_benchmark(result, out_dir / "bench.png")
+    written.append(out_dir / "bench.png")
     return written

@@ -136,3 +136,17 @@ def test_every_command_has_help_with_an_example(run_cli):
         result = run_cli(command.name, "--help")
         assert result.exit_code == 0
         assert "Example" in result.output, command.name
+
+
+def test_bench_reuses_the_models_data_and_split_and_writes_json_md_png(tmp_path, trained, run_cli):
+    _, model = trained
+    out = tmp_path / "bench"
+    result = run_cli("bench", "--model", model, "--out", out, "--top-k", "5", "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "bench.json").read_text())
+    assert report["queries"] == 3 and report["database"] == 33
+    assert 0.0 <= report["map"] <= 1.0 and "map_at_5" in report
+    assert report["flat"]["qps_1_thread"] > 0
+    assert all(0.0 <= row["recall"] <= 1.0 for row in report["ivf"]["sweep"])
+    assert "mAP" in (out / "bench.md").read_text()
+    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"

@@ -200,7 +200,7 @@ def channel_stats(
         else (np.asarray(dataset.load_image(int(i)))[None] for i in idx)
     )
     for chunk in chunks:
-        x = torch.from_numpy(np.ascontiguousarray(chunk))
+        x = torch.from_numpy(np.array(chunk))  # a copy: PIL arrays are read-only
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
         x = _convert_channels(x, channels).double().div_(255.0)
         total += x.sum((0, 2, 3)).numpy()
