@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hashkit.cli.options import device_option, quiet_option
+from hashkit.cli.options import encoding_options
 from hashkit.cli.progress import progress_factory
 
 
@@ -19,17 +19,7 @@ from hashkit.cli.progress import progress_factory
     default=None,
     help="Model bundle  [default: the one the index was built with]",
 )
-@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
-@click.option(
-    "--workers",
-    type=click.IntRange(0),
-    default=0,
-    show_default=True,
-    help="DataLoader worker processes decoding images.",
-)
-@click.option("--strict", is_flag=True, help="Fail on an unreadable image instead of skipping it.")
-@device_option
-@quiet_option
+@encoding_options
 def add_command(index_path, images, model, batch_size, workers, strict, device, quiet):
     """Encode the new images of a folder and append them to an index and its code store.
 

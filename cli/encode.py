@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hashkit.cli.options import data_options, device_option, load_data, quiet_option
+from hashkit.cli.options import data_options, encoding_options, load_data
 from hashkit.cli.progress import progress_factory
 
 
@@ -26,17 +26,7 @@ from hashkit.cli.progress import progress_factory
     show_default=True,
     help="Which items of DATA to encode (its protocol split).",
 )
-@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
-@click.option(
-    "--workers",
-    type=click.IntRange(0),
-    default=0,
-    show_default=True,
-    help="DataLoader worker processes decoding image files.",
-)
-@click.option("--strict", is_flag=True, help="Fail on an unreadable image instead of skipping it.")
-@device_option
-@quiet_option
+@encoding_options
 def encode_command(
     args,
     model,

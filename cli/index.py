@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hashkit.cli.options import device_option, quiet_option
+from hashkit.cli.options import encoding_options
 from hashkit.cli.progress import progress_factory
 
 
@@ -100,17 +100,7 @@ def index_options(func):
     help="Code store to write for an image folder  [default: OUT with .h5]",
 )
 @index_options
-@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
-@click.option(
-    "--workers",
-    type=click.IntRange(0),
-    default=0,
-    show_default=True,
-    help="DataLoader worker processes decoding images.",
-)
-@click.option("--strict", is_flag=True, help="Fail on an unreadable image instead of skipping it.")
-@device_option
-@quiet_option
+@encoding_options
 def build_index_command(
     source,
     out,

@@ -110,3 +110,26 @@ def device_option(func):
         show_default=True,
         help="auto (CUDA when present), cpu, cuda, cuda:1 ...",
     )(func)
+
+
+def encoding_options(func):
+    """--batch-size, --workers, --strict, --device and -q: how images are decoded and encoded
+    (build-index, encode, add)."""
+    options = [
+        click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True),
+        click.option(
+            "--workers",
+            type=click.IntRange(0),
+            default=0,
+            show_default=True,
+            help="DataLoader worker processes decoding images.",
+        ),
+        click.option(
+            "--strict", is_flag=True, help="Fail on an unreadable image instead of skipping it."
+        ),
+        device_option,
+        quiet_option,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
