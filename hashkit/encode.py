@@ -169,11 +169,8 @@ def encode_files_to_store(
     Ids are ``first_id + position`` in ``paths``; an unreadable image is skipped (its id is
     not used) and listed in the report, or raises DataError with ``strict``.
     """
-    from hashkit.codes import sign_codes
     from hashkit.store import StoreWriter
 
-    dev = resolve_device(device)
-    net = bundle.build_network(dev)
     report = EncodeReport()
     model_attrs = {"model_path": str(bundle.path)} if bundle.path else {}
     with StoreWriter(
@@ -183,19 +180,17 @@ def encode_files_to_store(
         class_names=bundle.class_names or None,
         extra_attrs=model_attrs,
     ) as writer:
-        for positions, h in iter_file_embeddings(
-            net,
+        for positions, codes in iter_file_codes(
+            bundle,
             paths,
             batch_size=batch_size,
             num_workers=num_workers,
-            device=dev,
+            device=device,
             strict=strict,
             report=report,
             progress=progress,
         ):
-            writer.append(
-                sign_codes(h, bundle.rotation), first_id + positions, [paths[i] for i in positions]
-            )
+            writer.append(codes, first_id + positions, [paths[i] for i in positions])
         if report.encoded == 0:
             raise DataError(f"none of the {len(paths)} images could be read")
     return report
