@@ -50,7 +50,7 @@ def test_train_reports_training_and_query_map_for_sign_and_rotation():
     r = result.bundle.rotation
     assert r.shape == (8, 8)
     np.testing.assert_allclose(r @ r.T, np.eye(8), atol=1e-5)
-    assert result.bundle.train_config["loss"] == "spring"
+    assert result.bundle.train_config["loss"] == TrainConfig().loss
     assert len(result.epoch_losses) == 3
 
 
