@@ -301,7 +301,7 @@ def plot(agg: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("mAP (whole database)")
     axes[0].legend(fontsize=8)
-    fig.suptitle("Fashion-MNIST, reduced protocol (error bars: std over 3 seeds)")
+    fig.suptitle("Fashion-MNIST, reduced protocol (error bars: std over seeds, where several)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
