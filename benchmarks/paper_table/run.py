@@ -33,12 +33,15 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"
 
-# loss name in the table -> (loss, alpha)
+# The training recipe every row shares, pinned so that a later change of hashkit train's
+# defaults (hashkit/config.py) cannot mix two recipes in one table.
+TABLE_RECIPE = {"epochs": 60}
+# row label in the table -> TrainConfig overrides of that row
 LOSSES = {
-    "spring": ("spring", None),
-    "margin (alpha 1)": ("margin", 1.0),
-    "likelihood": ("likelihood", None),
-    "margin (alpha 2)": ("margin", 2.0),
+    "spring": {"loss": "spring", "alpha": None},
+    "margin (alpha 1)": {"loss": "margin", "alpha": 1.0},
+    "likelihood": {"loss": "likelihood", "alpha": None},
+    "margin (alpha 2)": {"loss": "margin", "alpha": 2.0},
 }
 QUANTISERS = {
     "none": ("none", "identity"),
@@ -79,10 +82,9 @@ def run_one(loss_label: str, bits: int, seed: int) -> dict:
     from hashkit.metrics import evaluate_retrieval
     from hashkit.train import embed_dataset, learn_rotation, train_network
 
-    loss, alpha = LOSSES[loss_label]
     ds = load_dataset("fashion-mnist")
     split = make_split(ds.labels, "reduced", 0)
-    config = TrainConfig(bits=bits, loss=loss, alpha=alpha, seed=seed)
+    config = TrainConfig(bits=bits, seed=seed, **{**TABLE_RECIPE, **LOSSES[loss_label]})
     started = time.perf_counter()
     net, losses = train_network(ds, split.train, config)
     train_seconds = time.perf_counter() - started
@@ -208,9 +210,10 @@ def aggregate() -> dict:
         "protocol": "reduced (split seed 0): 1,000 queries, 69,000 database, 5,000 training",
         "recipe": {
             k: v
-            for k, v in default.to_dict().items()
+            for k, v in TrainConfig(**TABLE_RECIPE).to_dict().items()
             if k not in ("bits", "loss", "alpha", "seed", "rotation", "rotation_init")
         },
+        "rows": LOSSES,
         "default": {
             "loss": default.loss,
             "alpha": default.alpha,
@@ -278,6 +281,108 @@ def markdown(agg: dict) -> str:
     return "\n".join(lines)
 
 
+def _paired(runs: dict, a: str, b: str, bits: int, q: str) -> list[float]:
+    """mAP of row a minus row b, seed by seed, over the seeds both have."""
+    return [
+        runs[(a, bits, s)]["quantisers"][q]["map"] - runs[(b, bits, s)]["quantisers"][q]["map"]
+        for s in SEEDS
+        if (a, bits, s) in runs and (b, bits, s) in runs
+    ]
+
+
+def _diffs(d: list[float]) -> str:
+    if not d:
+        return "no paired runs"
+    wins = sum(x > 0 for x in d)
+    return (
+        f"{wins} of {len(d)} positive, mean {np.mean(d):+.3f}, range {min(d):+.3f} to {max(d):+.3f}"
+    )
+
+
+def _heading(title: str, columns: tuple[str, ...]) -> list[str]:
+    """A bold title (up to its closing ``**``) and a Markdown table header."""
+    return ["", f"**{title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def evidence() -> str:
+    """The numbers the claims rest on, computed from runs/ (seed by seed, paired)."""
+    runs = {}
+    for p in sorted(RUNS.glob("*.json")):
+        r = json.loads(p.read_text())
+        runs[(r["loss"], r["bits"], r["seed"])] = r
+    lines = ["Paired = same split, same training seed. mAP over the whole database."]
+    lines += _heading(
+        "Claim 1, spring vs the other losses** (spring minus the other, per seed):",
+        ("other loss", "bits", "sgn(h)", "RS from I"),
+    )
+    for other in (k for k in LOSSES if k != "spring"):
+        for bits in (12, 32):
+            cells = [
+                _diffs(_paired(runs, "spring", other, bits, q)) for q in ("none", "rs-identity")
+            ]
+            lines.append(f"| {other} | {bits} | " + " | ".join(cells) + " |")
+    lines += _heading(
+        "Claims 2 and 3, the rotation's gain over sgn(h)** (per run, every seed and length):",
+        ("loss", "bits", "runs", "ITQ", "RS from I", "RS from ITQ"),
+    )
+    for loss in LOSSES:
+        for bits in ALL_BITS:
+            rs = [runs[(loss, bits, s)] for s in SEEDS if (loss, bits, s) in runs]
+            if not rs:
+                continue
+            cells = []
+            for q in ("itq", "rs-identity", "rs-itq"):
+                d = [r["quantisers"][q]["map"] - r["quantisers"]["none"]["map"] for r in rs]
+                cells.append(_diffs(d) if len(d) > 1 else f"{d[0]:+.3f}")
+            lines.append(f"| {loss} | {bits} | {len(rs)} | " + " | ".join(cells) + " |")
+    lines += _heading(
+        "Claim 4, balance of the database codes** (range over runs and quantisers):",
+        ("loss", "runs", "balance (0 = balanced)", "mean abs. bit correlation"),
+    )
+    for loss in LOSSES:
+        ms = [m for (l, _, _), r in runs.items() if l == loss for m in r["quantisers"].values()]
+        if not ms:
+            continue
+        n = sum(1 for k in runs if k[0] == loss)
+        bal = [m["balance"] for m in ms]
+        cor = [m["bit_correlation"] for m in ms]
+        lines.append(
+            f"| {loss} | {n} | {min(bal):.3f} to {max(bal):.3f} | "
+            f"{min(cor):.3f} to {max(cor):.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def status() -> str:
+    names = [run_name(*j) for j in jobs()]
+    done = [n for n in names if (RUNS / f"{n}.json").exists()]
+    missing = [n for n in names if n not in done]
+    text = f"{len(done)} of {len(names)} runs finished."
+    if missing:
+        text += (
+            " Missing (run the script again to add them; nothing else to change): "
+            + ", ".join(missing)
+            + "."
+        )
+    return text + " Cells with one finished seed say so; a single seed is not evidence.\n"
+
+
+def update_readme(sections: dict[str, str]) -> None:
+    """Replace the text between ``<!-- begin NAME -->`` and ``<!-- end NAME -->`` in
+    README.md for each section; the prose around them is written by hand."""
+    path = HERE / "README.md"
+    text = path.read_text()
+    for name, body in sections.items():
+        begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+        i, j = text.find(begin), text.find(end)
+        if i < 0 or j < i:
+            raise SystemExit(f"error: {path} lacks the markers {begin} ... {end}")
+        text = text[: i + len(begin)] + "\n" + body.strip("\n") + "\n" + text[j:]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def plot(agg: dict, path: Path) -> None:
     import matplotlib
 
@@ -310,9 +415,11 @@ def plot(agg: dict, path: Path) -> None:
 def write_report() -> dict:
     agg = aggregate()
     (HERE / "results.json").write_text(json.dumps(agg, indent=1))
-    (HERE / "table.md").write_text(markdown(agg))
+    table = markdown(agg)
+    (HERE / "table.md").write_text(table)
     if agg["cells"]:
         plot(agg, HERE / "map_vs_bits.png")
+    update_readme({"status": status(), "results": table, "evidence": evidence()})
     return agg
 
 
