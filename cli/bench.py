@@ -36,7 +36,10 @@ from hashkit.config import TrainConfig
 )
 @data_options
 @click.option(
-    "--top-k", type=click.IntRange(1), default=1000, show_default=True, help="k of mAP@k."
+    "--top-k",
+    type=click.IntRange(1),
+    default=None,
+    help="k of mAP@k  [default: the protocol's, 5000 for multi-label data, else 1000]",
 )
 @click.option(
     "--nlist", type=click.IntRange(1), default=None, help="IVF lists  [default: about sqrt(N)]"
@@ -126,7 +129,8 @@ def bench_command(
     command = "hashkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     for path in write_benchmark(result, out_dir, command):
         say(f"wrote {path}")
+    k = result["top_k"]
     click.echo(
-        f"mAP {result['map']:.4f}  mAP@{top_k} {result[f'map_at_{top_k}']:.4f}  "
+        f"mAP {result['map']:.4f}  mAP@{k} {result[f'map_at_{k}']:.4f}  "
         f"flat {result['flat']['qps_all_threads']:,.0f} queries/s"
     )

@@ -227,4 +227,8 @@ def train_command(
             f"query vs database mAP:  sgn(h) {m['map_sign']:.4f}  "
             f"sgn(Rh) {m['map_rotated']:.4f}  (whole database)"
         )
+        click.echo(
+            f"query vs database mAP@{m['top_k']}: sgn(h) {m['map_at_k_sign']:.4f}  "
+            f"sgn(Rh) {m['map_at_k_rotated']:.4f}"
+        )
     click.echo(f"wrote {out} ({bits} bits, sha256 {fingerprint[:12]})")

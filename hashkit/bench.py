@@ -64,7 +64,7 @@ def run_benchmark(
     dataset,
     split,
     *,
-    top_k: int = 1000,
+    top_k: int | None = None,
     k: int = 10,
     nprobes: Sequence[int] = NPROBES,
     nlist: int | None = None,
@@ -74,11 +74,13 @@ def run_benchmark(
 ) -> dict:
     """Encode the split's queries and database with ``bundle`` and measure quality and speed.
 
+    ``top_k``: k of mAP@k (None: the protocol's, see :func:`hashkit.metrics.protocol_top_k`).
+
     ``gpu``: flat search also on GpuIndexBinaryFlat (None: when faiss sees a GPU)."""
     import faiss
 
     from hashkit.encode import resolve_device
-    from hashkit.metrics import evaluate_retrieval
+    from hashkit.metrics import evaluate_retrieval, protocol_top_k
     from hashkit.train import embed_dataset
 
     dev = resolve_device(device)
@@ -89,6 +91,7 @@ def run_benchmark(
     xq = sign_codes(h_query, bundle.rotation)
     xb = sign_codes(h_db, bundle.rotation)
     lq, lb = dataset.labels[split.query], dataset.labels[split.database]
+    top_k = top_k or protocol_top_k(lb)
     quality = evaluate_retrieval(xq, xb, lq, lb, bits, top_k=[top_k])
     sign_only = evaluate_retrieval(
         sign_codes(h_query), sign_codes(h_db), lq, lb, bits, top_k=[top_k]
@@ -117,6 +120,7 @@ def run_benchmark(
         "queries": int(len(xq)),
         "database": int(len(xb)),
         "map": quality["map"],
+        "top_k": top_k,
         f"map_at_{top_k}": quality["map_at"][top_k],
         "tie_aware_map": quality["tie_aware_map"],
         "precision_radius2": quality["precision_radius2"],

@@ -481,6 +481,12 @@ class _Labels:
         return self.database[order] == self.query[rows, None]
 
 
+def protocol_top_k(labels: np.ndarray) -> int:
+    """The k of the mAP@k that published protocols report for data labelled like ``labels``
+    (METHOD.md section 4): 5,000 for multi-label data (NUS-WIDE), 1,000 otherwise."""
+    return 5000 if np.asarray(labels).ndim == 2 else 1000
+
+
 def _label_kind(labels: np.ndarray) -> str:
     return "single labels (N)" if labels.ndim == 1 else f"multi-hot (N x {labels.shape[1]})"
 

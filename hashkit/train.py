@@ -234,9 +234,10 @@ def train(
     database order) twice: on the training set (the rotation's own queries vs database, or
     training vs training when there is no search) and query vs database; both are stored in
     the bundle's metrics as ``train_map_sign``, ``train_map_rotated``, ``map_sign`` and
-    ``map_rotated``.
+    ``map_rotated``, with the query mAP@k of the protocol (``top_k``: 5,000 for multi-label
+    data, else 1,000) as ``map_at_k_sign`` and ``map_at_k_rotated``.
     """
-    from hashkit.metrics import mean_average_precision
+    from hashkit.metrics import mean_average_precision, protocol_top_k
 
     log = log or (lambda _msg: None)
     started = time.perf_counter()
@@ -269,13 +270,15 @@ def train(
             net, dataset, split.database, device, progress=progress, num_workers=config.num_workers
         )
         lq, ldb = dataset.labels[split.query], dataset.labels[split.database]
+        k = metrics["top_k"] = protocol_top_k(ldb)
         for name, rot in (("sign", None), ("rotated", rotation)):
-            metrics[f"map_{name}"] = mean_average_precision(
-                sign_codes(h_query, rot), sign_codes(h_db, rot), lq, ldb, config.bits
-            )
+            xq, xb = sign_codes(h_query, rot), sign_codes(h_db, rot)
+            metrics[f"map_{name}"] = mean_average_precision(xq, xb, lq, ldb, config.bits)
+            metrics[f"map_at_k_{name}"] = mean_average_precision(xq, xb, lq, ldb, config.bits, k)
         log(
             f"query vs database mAP: sgn(h) {metrics['map_sign']:.4f}, "
-            f"sgn(Rh) {metrics['map_rotated']:.4f}"
+            f"sgn(Rh) {metrics['map_rotated']:.4f}; mAP@{k}: sgn(h) "
+            f"{metrics['map_at_k_sign']:.4f}, sgn(Rh) {metrics['map_at_k_rotated']:.4f}"
         )
     bundle = Bundle(
         network=net.config,

@@ -54,6 +54,21 @@ def test_train_reports_training_and_query_map_for_sign_and_rotation():
     assert len(result.epoch_losses) == 3
 
 
+@pytest.mark.parametrize("multi_label,k", [(False, 1000), (True, 5000)])
+def test_train_reports_the_protocols_map_at_k(multi_label, k):
+    ds = toy_dataset()
+    if multi_label:  # multi-hot: each image has its class, and class 0 images also class 3
+        hot = np.eye(4, dtype=np.uint8)[ds.labels]
+        hot[ds.labels == 0, 3] = 1
+        ds = Dataset(ds.images, labels=hot, name="toy-multi")
+    m = train(ds, toy_split(ds), TrainConfig(**TINY)).metrics
+    assert m["top_k"] == k
+    for name in ("sign", "rotated"):
+        # the database has fewer than k items, so mAP@k is the whole-database mAP
+        assert m[f"map_at_k_{name}"] == pytest.approx(m[f"map_{name}"])
+        assert 0.0 < m[f"map_{name}"] <= 1.0
+
+
 @pytest.mark.parametrize("loss,alpha", [("spring", None), ("margin", 2.0), ("likelihood", 0.5)])
 def test_training_lowers_every_loss_on_separable_images(loss, alpha):
     ds = toy_dataset()
@@ -155,6 +170,7 @@ def test_train_command_prints_training_and_query_map_for_sign_and_rotation(
     lines = result.stdout.splitlines()
     training = [line for line in lines if line.startswith("training mAP")]
     query = [line for line in lines if line.startswith("query vs database mAP")]
-    assert len(training) == 1 and len(query) == 1
+    assert len(training) == 1 and len(query) == 2
     assert "random search from itq" in training[0]
-    assert len(re.findall(r"\d\.\d{4}", training[0] + query[0])) == 4
+    assert "whole database" in query[0] and query[1].startswith("query vs database mAP@1000:")
+    assert len(re.findall(r"\d\.\d{4}", training[0] + query[0] + query[1])) == 6
