@@ -237,7 +237,7 @@ def train(
     ``map_rotated``, with the query mAP@k of the protocol (``top_k``: 5,000 for multi-label
     data, else 1,000) as ``map_at_k_sign`` and ``map_at_k_rotated``.
     """
-    from hashkit.metrics import mean_average_precision, protocol_top_k
+    from hashkit.metrics import evaluate_retrieval, mean_average_precision, protocol_top_k
 
     log = log or (lambda _msg: None)
     started = time.perf_counter()
@@ -272,9 +272,16 @@ def train(
         lq, ldb = dataset.labels[split.query], dataset.labels[split.database]
         k = metrics["top_k"] = protocol_top_k(ldb)
         for name, rot in (("sign", None), ("rotated", rotation)):
-            xq, xb = sign_codes(h_query, rot), sign_codes(h_db, rot)
-            metrics[f"map_{name}"] = mean_average_precision(xq, xb, lq, ldb, config.bits)
-            metrics[f"map_at_k_{name}"] = mean_average_precision(xq, xb, lq, ldb, config.bits, k)
+            ev = evaluate_retrieval(
+                sign_codes(h_query, rot),
+                sign_codes(h_db, rot),
+                lq,
+                ldb,
+                config.bits,
+                top_k=(k,),
+                precision_ks=(),
+            )
+            metrics[f"map_{name}"], metrics[f"map_at_k_{name}"] = ev["map"], ev["map_at"][k]
         log(
             f"query vs database mAP: sgn(h) {metrics['map_sign']:.4f}, "
             f"sgn(Rh) {metrics['map_rotated']:.4f}; mAP@{k}: sgn(h) "
