@@ -40,7 +40,7 @@ class TrainConfig:
     backbone: str = "small-cnn"
     input_size: int | None = None
     pretrained: str | None = None
-    epochs: int = 60
+    epochs: int = 100
     batch_size: int = 100
     per_class: int = 10
     lr: float = 1e-3
