@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -42,7 +43,10 @@ LOSSES = {
     "margin (alpha 1)": {"loss": "margin", "alpha": 1.0},
     "likelihood": {"loss": "likelihood", "alpha": None},
     "margin (alpha 2)": {"loss": "margin", "alpha": 2.0},
+    # hashkit train's default recipe (hashkit/config.py), which trains longer than the table
+    "default: margin (alpha 1), 100 epochs": {"loss": "margin", "alpha": 1.0, "epochs": 100},
 }
+DEFAULT_ROW = "default: margin (alpha 1), 100 epochs"
 QUANTISERS = {
     "none": ("none", "identity"),
     "itq": ("itq", "identity"),
@@ -66,12 +70,13 @@ def jobs() -> list[tuple[str, int, int]]:
     out = [(loss, b, s) for s in SEEDS for b in (12, 32) for loss in first]
     out += [("likelihood", b, s) for s in SEEDS for b in (12, 32)]
     out += [(loss, b, 0) for b in (16, 24, 48) for loss in (*first, "likelihood")]
+    out += [(DEFAULT_ROW, b, s) for s in SEEDS for b in (12, 32)]
     out += [("margin (alpha 2)", b, s) for s in SEEDS for b in (12, 32)]
     return out
 
 
 def run_name(loss: str, bits: int, seed: int) -> str:
-    slug = loss.replace(" (alpha ", "-a").replace(")", "")
+    slug = re.sub(r"[^a-z0-9]+", "-", loss.replace(" (alpha ", "-a")).strip("-")
     return f"{slug}-{bits}b-s{seed}"
 
 
@@ -219,6 +224,7 @@ def aggregate() -> dict:
             "alpha": default.alpha,
             "rotation": default.rotation,
             "rotation_init": default.rotation_init,
+            "epochs": default.epochs,
         },
         "runs": len(runs),
         "cells": [
