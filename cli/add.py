@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from hashkit.cli.options import encoding_options
-from hashkit.cli.progress import progress_factory
+from hashkit.cli.progress import progress_factory, warn_unreadable
 
 
 @click.command("add")
@@ -61,11 +61,6 @@ def add_command(index_path, images, model, batch_size, workers, strict, device, 
             f"e.g. {report.skipped_existing[0]}",
             err=True,
         )
-    if report.skipped_unreadable:
-        click.echo(
-            f"skipped {len(report.skipped_unreadable)} unreadable image(s), "
-            f"e.g. {report.skipped_unreadable[0][1]}",
-            err=True,
-        )
+    warn_unreadable(report.skipped_unreadable)
     ids = f" (ids {report.first_id}..{report.first_id + report.added - 1})" if report.added else ""
     click.echo(f"added {report.added} image(s){ids}; {index_path} now holds {report.count}")

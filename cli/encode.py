@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from hashkit.cli.options import data_options, encoding_options, load_data
-from hashkit.cli.progress import progress_factory
+from hashkit.cli.progress import progress_factory, warn_unreadable
 
 
 @click.command("encode")
@@ -88,11 +88,7 @@ def encode_command(
         report = _encode_dataset(
             bundle, dataset, split, part, out, batch_size, workers, device, strict, progress
         )
-    if report.skipped:
-        click.echo(
-            f"skipped {len(report.skipped)} unreadable image(s), e.g. {report.skipped[0][1]}",
-            err=True,
-        )
+    warn_unreadable(report.skipped)
     click.echo(f"wrote {out}: {report.encoded} {bundle.bits}-bit codes")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from hashkit.cli.options import encoding_options
-from hashkit.cli.progress import progress_factory
+from hashkit.cli.progress import progress_factory, warn_unreadable
 
 
 def index_options(func):
@@ -159,11 +159,7 @@ def build_index_command(
             strict=strict,
             progress=progress_factory(quiet),
         )
-        if report.skipped:
-            click.echo(
-                f"skipped {len(report.skipped)} unreadable image(s), e.g. {report.skipped[0][1]}",
-                err=True,
-            )
+        warn_unreadable(report.skipped)
         if not quiet:
             click.echo(f"encoded {report.encoded} images into {store_path}")
     else:

@@ -1,10 +1,12 @@
-"""Progress bars for the command line: shown on a terminal, silent in pipes, CI and --quiet."""
+"""Progress for the command line: bars shown on a terminal (silent in pipes, CI and --quiet),
+and the line that reports skipped images."""
 
 from __future__ import annotations
 
 import functools
 import sys
 
+import click
 from tqdm.auto import tqdm
 
 
@@ -16,3 +18,10 @@ def progress_factory(quiet: bool = False):
     return functools.partial(
         tqdm, disable=True if quiet else None, file=sys.stderr, dynamic_ncols=True, leave=False
     )
+
+
+def warn_unreadable(skipped: list) -> None:
+    """One stderr line for the images an encode skipped: ``skipped`` holds (path, reason)
+    pairs, as EncodeReport.skipped does."""
+    if skipped:
+        click.echo(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0][1]}", err=True)

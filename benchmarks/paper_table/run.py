@@ -242,48 +242,40 @@ def _fmt(stat: dict | None, digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
+def _quantiser_table(title: str, index: dict, cell_text) -> list[str]:
+    """A Markdown table, one row per (loss, bits) that has runs, one column per quantiser;
+    ``cell_text`` formats one aggregated cell."""
+    lines = [
+        f"### {title}",
+        "",
+        "| loss | bits | " + " | ".join(QUANTISER_NAMES.values()) + " |",
+        "|---|---|" + "---|" * len(QUANTISERS),
+    ]
+    for loss in LOSSES:
+        for bits in ALL_BITS:
+            cells = [index.get((loss, bits, q)) for q in QUANTISERS]
+            if any(cells):
+                row = ["" if c is None else cell_text(c) for c in cells]
+                lines.append(f"| {loss} | {bits} | " + " | ".join(row) + " |")
+    return lines + [""]
+
+
 def markdown(agg: dict) -> str:
     index = {(c["loss"], c["bits"], c["quantiser"]): c for c in agg["cells"]}
-    losses = [l for l in LOSSES if any(k[0] == l for k in index)]
     lines = []
     for key, title in (
         ("map", "mAP, whole database (ties by database order)"),
         ("tie_aware_map", "Tie-aware mAP (He et al., CVPR 2018)"),
     ):
-        lines += [
-            f"### {title}",
-            "",
-            "| loss | bits | " + " | ".join(QUANTISER_NAMES.values()) + " |",
-            "|---|---|" + "---|" * len(QUANTISERS),
-        ]
-        for loss in losses:
-            for bits in ALL_BITS:
-                if not any((loss, bits, q) in index for q in QUANTISERS):
-                    continue
-                row = [_fmt(index.get((loss, bits, q), {}).get(key)) for q in QUANTISERS]
-                lines.append(f"| {loss} | {bits} | " + " | ".join(row) + " |")
-        lines.append("")
-    lines += [
-        "### Database codes: balance / mean |bit correlation| / distinct codes",
-        "",
-        "| loss | bits | " + " | ".join(QUANTISER_NAMES.values()) + " |",
-        "|---|---|" + "---|" * len(QUANTISERS),
-    ]
-    for loss in losses:
-        for bits in ALL_BITS:
-            if not any((loss, bits, q) in index for q in QUANTISERS):
-                continue
-            row = []
-            for q in QUANTISERS:
-                c = index.get((loss, bits, q))
-                row.append(
-                    ""
-                    if c is None
-                    else f"{c['balance']['mean']:.3f} / {c['bit_correlation']['mean']:.3f} / "
-                    f"{c['distinct_codes']['mean']:.0f}"
-                )
-            lines.append(f"| {loss} | {bits} | " + " | ".join(row) + " |")
-    lines.append("")
+        lines += _quantiser_table(title, index, lambda c, key=key: _fmt(c[key]))
+    lines += _quantiser_table(
+        "Database codes: balance / mean |bit correlation| / distinct codes",
+        index,
+        lambda c: (
+            f"{c['balance']['mean']:.3f} / {c['bit_correlation']['mean']:.3f} / "
+            f"{c['distinct_codes']['mean']:.0f}"
+        ),
+    )
     return "\n".join(lines)
 
 
