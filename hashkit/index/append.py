@@ -1,0 +1,190 @@
+"""Incremental adds: new codes go to an index and its code store together, atomically."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hashkit.errors import DataError
+from hashkit.index.compat import check_alignment, check_compatible
+from hashkit.index.sidecar import prepare_index_files, read_index
+
+
+def _normal_path(p: str) -> str:
+    return os.path.normpath(os.path.abspath(p)) if p else ""
+
+
+@dataclass
+class AddReport:
+    """What ``add`` did: codes ``added`` under ids ``first_id``..``first_id + added - 1``;
+    ``recovered`` store codes an interrupted add had left out of the index; paths skipped
+    because the store already held them, or because they could not be read."""
+
+    added: int = 0
+    first_id: int = 0
+    recovered: int = 0
+    count: int = 0
+    skipped_existing: list[str] = field(default_factory=list)
+    skipped_unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+
+class IndexAppender:
+    """Append codes to an index and its code store together, atomically.
+
+    Used as a context manager: codes go to a temporary copy of the store and to the index in
+    memory; on success the store, the index and the sidecar are renamed into place in that
+    order. If the block raises, nothing on disk changes. If the process dies between the
+    renames, the store is ahead of the index, ``check_alignment`` reports it, and the next
+    appender indexes the missing tail first (``report.recovered``).
+    """
+
+    def __init__(self, index_path: str | os.PathLike) -> None:
+        from hashkit.store import StoreWriter, read_store
+
+        self.index_path = Path(index_path)
+        self.index, self.info = read_index(self.index_path)
+        if self.info.store is None:
+            raise DataError(f"{index_path} has no sidecar naming its code store")
+        store = read_store(self.info.store, codes=False)
+        check_compatible(
+            bits_a=self.info.bits,
+            bits_b=store.bits,
+            what_a=str(index_path),
+            what_b=str(self.info.store),
+            fingerprint_a=self.info.model_fingerprint,
+            fingerprint_b=store.fingerprint,
+        )
+        alignment = check_alignment(
+            self.index, self.info, store.ids, store.attrs, index_path=self.index_path
+        )
+        self.bits = store.bits
+        self.fingerprint = store.fingerprint or self.info.model_fingerprint
+        self.store_uuid = str(store.attrs.get("uuid", ""))
+        self.report = AddReport()
+        if alignment.pending:
+            tail = read_store(
+                self.info.store, paths=False, rows=slice(int(self.index.ntotal), None)
+            )
+            self.index.add_with_ids(tail.codes, tail.ids)
+            self.report.recovered = len(tail.ids)
+        self._known = {_normal_path(p) for p in store.paths if p}
+        self._writer = StoreWriter.append_to(self.info.store)
+        self.report.first_id = self._writer.next_id
+
+    def split_new(self, paths: Sequence[str]) -> list[str]:
+        """The paths not yet in the store (each once); the others go to the report."""
+        new = []
+        for p in paths:
+            key = _normal_path(p)
+            if key in self._known:
+                self.report.skipped_existing.append(p)
+            else:
+                self._known.add(key)
+                new.append(p)
+        return new
+
+    def append(self, codes: np.ndarray, paths: Sequence[str]) -> np.ndarray:
+        """Append packed codes (n x nbytes uint8) of ``paths``; returns their new ids."""
+        ids = np.arange(self._writer.next_id, self._writer.next_id + len(codes), dtype=np.int64)
+        self._writer.append(codes, ids, list(paths))
+        self.index.add_with_ids(np.ascontiguousarray(codes, dtype=np.uint8), ids)
+        self.report.added += len(codes)
+        return ids
+
+    def commit(self) -> AddReport:
+        """Write the temporary files and rename them into place: store, index, sidecar."""
+        self._writer.finish()
+        files = prepare_index_files(
+            self.index,
+            self.index_path,
+            bits=self.bits,
+            store=self.info.store,
+            model=self.info.model,
+            model_fingerprint=self.fingerprint,
+            store_uuid=self.store_uuid,
+        )
+        try:
+            self._writer.commit()
+            for f in files:
+                f.commit()
+        finally:
+            for f in files:
+                f.discard()
+        self.report.count = int(self.index.ntotal)
+        return self.report
+
+    def abort(self) -> None:
+        self._writer.abort()
+
+    def __enter__(self) -> IndexAppender:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def add_images(
+    index_path: str | os.PathLike,
+    paths: Sequence[str],
+    bundle,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str = "auto",
+    strict: bool = False,
+    progress: Callable | None = None,
+) -> AddReport:
+    """Encode the image files among ``paths`` that the index's store lacks, with ``bundle``
+    (which must be the index's model), and append them to the store and the index.
+
+    Old images are not re-encoded; new ids continue after the store's largest id.
+    """
+    from hashkit.encode import EncodeReport, iter_file_codes
+
+    with IndexAppender(index_path) as appender:
+        check_compatible(
+            bits_a=bundle.bits,
+            bits_b=appender.bits,
+            what_a=f"model {bundle.path}",
+            what_b=str(index_path),
+            fingerprint_a=bundle.fingerprint,
+            fingerprint_b=appender.fingerprint,
+        )
+        new = appender.split_new(paths)
+        encode_report = EncodeReport()
+        for positions, codes in iter_file_codes(
+            bundle,
+            new,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            strict=strict,
+            report=encode_report,
+            progress=progress,
+        ):
+            appender.append(codes, [new[i] for i in positions])
+        appender.report.skipped_unreadable = encode_report.skipped
+    return appender.report
+
+
+def append_code_batches(
+    index_path: str | os.PathLike, batches: Iterable[tuple[np.ndarray, Sequence[str]]]
+) -> AddReport:
+    """Append ``(codes n x nbytes uint8, paths n)`` batches to an index and its store;
+    paths the store already holds are skipped."""
+    with IndexAppender(index_path) as appender:
+        for codes, paths in batches:
+            first: dict[str, int] = {}
+            for i, p in enumerate(paths):
+                first.setdefault(p, i)
+            rows = [first[p] for p in appender.split_new(paths)]
+            if rows:
+                appender.append(np.asarray(codes)[rows], [paths[i] for i in rows])
+    return appender.report

@@ -1,0 +1,223 @@
+"""Building FAISS binary indexes with ``faiss.index_binary_factory``, their parameters, and
+k-nearest search.
+
+Index types:
+
+- ``flat``: ``IDMap,BFlat``, IndexBinaryFlat (exact brute force) under an IndexBinaryIDMap;
+- ``ivf``: ``BIVF{nlist}``, IndexBinaryIVF, ``nlist`` lists of which ``nprobe`` are visited;
+- ``hnsw``: ``IDMap,BHNSW{M}``, IndexBinaryHNSW (graph), ``ef_search`` candidates per query;
+- ``multihash``: ``IDMap,BHash{nhash}x{hash_bits}``, IndexBinaryMultiHash: ``nhash`` hash
+  tables on ``hash_bits``-bit substrings, probing codes within ``nflip`` flips (short codes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from hashkit.codes import check_packed, code_bytes
+from hashkit.errors import DataError, HashkitError, MismatchError
+
+INDEX_TYPES = ("flat", "ivf", "hnsw", "multihash")
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+def default_nlist(n: int) -> int:
+    """About sqrt(N) lists, but at least 39 training codes per list (FAISS's advice), >= 1."""
+    return max(1, min(int(round(math.sqrt(n))), n // 39))
+
+
+def default_hash_bits(n: int, bits: int) -> int:
+    """Substring length of a multi-hash index: about log2(N), so a hash bucket holds about one
+    code of uniform data; between 8 and ``bits``, and at most 32."""
+    return int(min(bits, 32, max(8, math.ceil(math.log2(max(n, 2))))))
+
+
+def index_description(
+    index_type: str,
+    n: int,
+    bits: int,
+    *,
+    nlist: int | None = None,
+    hnsw_m: int = 32,
+    nhash: int | None = None,
+    hash_bits: int | None = None,
+) -> str:
+    """The ``faiss.index_binary_factory`` string of an index type for ``n`` codes."""
+    if index_type == "flat":
+        return "IDMap,BFlat"
+    if index_type == "ivf":
+        nlist = nlist or default_nlist(n)
+        if nlist > n:
+            raise HashkitError(f"--nlist {nlist} is larger than the {n} codes to index")
+        return f"BIVF{nlist}"
+    if index_type == "hnsw":
+        return f"IDMap,BHNSW{hnsw_m}"
+    if index_type == "multihash":
+        hash_bits = hash_bits or default_hash_bits(n, bits)
+        nhash = nhash or max(1, bits // hash_bits)
+        if nhash * hash_bits > 8 * code_bytes(bits) or hash_bits > 64:
+            raise HashkitError(
+                f"multi-hash of {nhash} x {hash_bits} bits does not fit {bits}-bit codes"
+            )
+        return f"IDMap,BHash{nhash}x{hash_bits}"
+    raise HashkitError(f"unknown index type {index_type!r}; choose one of {INDEX_TYPES}")
+
+
+def build_index(
+    codes: np.ndarray,
+    ids: np.ndarray,
+    bits: int,
+    index_type: str = "flat",
+    *,
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    hnsw_m: int = 32,
+    ef_construction: int = 40,
+    ef_search: int = 64,
+    nhash: int | None = None,
+    hash_bits: int | None = None,
+    nflip: int = 1,
+    factory: str | None = None,
+    train_size: int | None = None,
+    seed: int = 0,
+    add_batch: int = 1 << 20,
+    progress: Callable | None = None,
+):
+    """A FAISS binary index holding ``codes`` (N x ceil(bits/8) uint8) under ``ids`` (int64 N).
+
+    ``index_type`` is one of INDEX_TYPES (see the module docstring), or ``factory`` gives any
+    ``faiss.index_binary_factory`` string (an index that cannot take ids is wrapped in an
+    IndexBinaryIDMap). IVF trains on ``train_size`` codes (a seeded sample; default FAISS's
+    256 per list) and searches ``nprobe`` lists (default nlist/16). Codes are added in batches
+    of ``add_batch``.
+    """
+    faiss = _faiss()
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    check_packed(codes, bits)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if len(ids) != len(codes):
+        raise HashkitError(f"{len(codes)} codes but {len(ids)} ids")
+    if len(codes) == 0:
+        raise DataError("no codes to index")
+    d = 8 * code_bytes(bits)
+    description = factory or index_description(
+        index_type, len(codes), bits, nlist=nlist, hnsw_m=hnsw_m, nhash=nhash, hash_bits=hash_bits
+    )
+    try:
+        index = faiss.index_binary_factory(d, description)
+    except RuntimeError as exc:
+        raise HashkitError(
+            f"faiss cannot build {description!r}: {str(exc).strip().splitlines()[-1]}"
+        ) from None
+    if factory and not _takes_ids(index):
+        index = faiss.IndexBinaryIDMap(index)
+    inner = _inner(index)
+    if isinstance(inner, faiss.IndexBinaryIVF):
+        inner.cp.seed = seed
+        sample = codes
+        train_size = train_size or inner.cp.max_points_per_centroid * inner.nlist
+        if train_size < len(codes):
+            rng = np.random.default_rng(seed)
+            sample = codes[np.sort(rng.choice(len(codes), size=train_size, replace=False))]
+        inner.train(sample)
+        inner.nprobe = nprobe or max(1, inner.nlist // 16)
+    elif isinstance(inner, faiss.IndexBinaryHNSW):
+        inner.hnsw.efConstruction = ef_construction
+        inner.hnsw.efSearch = ef_search
+    elif isinstance(inner, faiss.IndexBinaryMultiHash):
+        inner.nflip = nflip
+    if not index.is_trained:
+        index.train(codes)
+    starts = range(0, len(codes), add_batch)
+    if progress is not None:
+        starts = progress(starts, total=len(starts), desc="indexing", unit="batch")
+    for s in starts:
+        index.add_with_ids(codes[s : s + add_batch], ids[s : s + add_batch])
+    return index
+
+
+def _takes_ids(index) -> bool:
+    faiss = _faiss()
+    return isinstance(index, (faiss.IndexBinaryIDMap, faiss.IndexBinaryIVF))
+
+
+def _inner(index):
+    """The index inside an IndexBinaryIDMap (or the index itself), downcast."""
+    faiss = _faiss()
+    index = faiss.downcast_IndexBinary(index)
+    if isinstance(index, faiss.IndexBinaryIDMap):
+        return faiss.downcast_IndexBinary(index.index)
+    return index
+
+
+def index_type_of(index) -> str:
+    """flat, ivf, hnsw, multihash, or the FAISS class name of anything else."""
+    faiss = _faiss()
+    inner = _inner(index)
+    for cls, name in (
+        (faiss.IndexBinaryFlat, "flat"),
+        (faiss.IndexBinaryIVF, "ivf"),
+        (faiss.IndexBinaryHNSW, "hnsw"),
+        (faiss.IndexBinaryMultiHash, "multihash"),
+    ):
+        if isinstance(inner, cls):
+            return name
+    return type(inner).__name__
+
+
+def index_params(index) -> dict:
+    """The type, build and search parameters of an index, for the sidecar and ``info``."""
+    inner = _inner(index)
+    kind = index_type_of(index)
+    params: dict = {"type": kind}
+    if kind == "ivf":
+        params.update(nlist=int(inner.nlist), nprobe=int(inner.nprobe))
+    elif kind == "hnsw":
+        params.update(
+            M=int(inner.hnsw.nb_neighbors(1)),
+            ef_construction=int(inner.hnsw.efConstruction),
+            ef_search=int(inner.hnsw.efSearch),
+        )
+    elif kind == "multihash":
+        params.update(nhash=int(inner.nhash), hash_bits=int(inner.b), nflip=int(inner.nflip))
+    return params
+
+
+def set_search_params(
+    index, *, nprobe: int | None = None, ef_search: int | None = None, nflip: int | None = None
+) -> None:
+    """Set the search-time parameters that apply to ``index`` (others are ignored)."""
+    inner = _inner(index)
+    kind = index_type_of(index)
+    if kind == "ivf" and nprobe is not None:
+        inner.nprobe = int(nprobe)
+    elif kind == "hnsw" and ef_search is not None:
+        inner.hnsw.efSearch = int(ef_search)
+    elif kind == "multihash" and nflip is not None:
+        inner.nflip = int(nflip)
+
+
+def index_ids(index) -> np.ndarray | None:
+    """The ids of an IDMap index in insertion order (int64 ntotal), or None for other types."""
+    faiss = _faiss()
+    index = faiss.downcast_IndexBinary(index)
+    if isinstance(index, faiss.IndexBinaryIDMap):
+        return faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
+    return None
+
+
+def search(index, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest codes by Hamming distance: ``D`` int32 nq x k, ``I`` int64 nq x k (-1 = none)."""
+    xq = np.ascontiguousarray(xq, dtype=np.uint8)
+    if xq.ndim != 2 or xq.shape[1] * 8 != index.d:
+        raise MismatchError(f"query codes of shape {xq.shape} for an index of d={index.d} bits")
+    k = max(1, min(k, index.ntotal))
+    return index.search(xq, k)

@@ -1,0 +1,88 @@
+"""Compatibility of a model, a code store and an index: bits, model fingerprints, and how an
+index lines up with its store."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from hashkit.errors import MismatchError
+from hashkit.index.build import (
+    index_ids,
+)
+from hashkit.index.sidecar import IndexInfo
+
+
+def check_compatible(
+    *,
+    bits_a: int,
+    bits_b: int,
+    what_a: str,
+    what_b: str,
+    fingerprint_a: str = "",
+    fingerprint_b: str = "",
+) -> None:
+    """Raise MismatchError when two artefacts disagree on bits or (both known) fingerprint."""
+    if bits_a != bits_b:
+        raise MismatchError(f"{what_a} has {bits_a} bits but {what_b} has {bits_b} bits")
+    if fingerprint_a and fingerprint_b and fingerprint_a != fingerprint_b:
+        raise MismatchError(
+            f"{what_a} and {what_b} come from different models "
+            f"(fingerprints {fingerprint_a[:12]} and {fingerprint_b[:12]})"
+        )
+
+
+@dataclass
+class Alignment:
+    """How an index and its code store line up.
+
+    ``pending``: codes at the end of the store that the index lacks (an ``add`` stopped
+    between writing the store and the index; the next ``add`` indexes them).
+    ``stale_sidecar``: the sidecar's count differs from the index (stopped between the index
+    and its sidecar; the next ``add`` or ``build-index`` rewrites it).
+    """
+
+    pending: int = 0
+    stale_sidecar: bool = False
+
+    def warning(self) -> str:
+        notes = []
+        if self.pending:
+            notes.append(
+                f"the code store holds {self.pending} code(s) the index lacks (an interrupted "
+                "`hashkit add`?); run `hashkit add` again to index them"
+            )
+        if self.stale_sidecar:
+            notes.append("the index sidecar's count is out of date (an interrupted write?)")
+        return "; ".join(notes)
+
+
+def check_alignment(
+    index,
+    info: IndexInfo,
+    store_ids: np.ndarray,
+    store_attrs: dict,
+    *,
+    index_path: str | os.PathLike = "the index",
+) -> Alignment:
+    """Check that ``index`` holds the first ``ntotal`` codes of its store, under the store's
+    ids (``store_ids`` int64 N); raise MismatchError when it cannot."""
+    store_name = str(info.store) if info.store else "its code store"
+    uuid = str(store_attrs.get("uuid", ""))
+    if info.store_uuid and uuid and info.store_uuid != uuid:
+        raise MismatchError(
+            f"{index_path} was built from another code store than {store_name} "
+            "(store uuid differs): rebuild it with `hashkit build-index`"
+        )
+    n = len(store_ids)
+    if index.ntotal > n:
+        raise MismatchError(
+            f"{index_path} holds {index.ntotal} codes but {store_name} only {n}: "
+            "they do not belong together"
+        )
+    ids = index_ids(index)
+    if ids is not None and not np.array_equal(ids, store_ids[: index.ntotal]):
+        raise MismatchError(f"the ids in {index_path} are not the ids of {store_name}")
+    return Alignment(pending=n - int(index.ntotal), stale_sidecar=info.count != index.ntotal)
