@@ -155,12 +155,36 @@ def test_missing_builtin_dataset_says_where_it_looked_and_how_to_get_it(tmp_path
     assert "apt-get install dataset-fashion-mnist" in message and "\n" not in message
 
 
-def test_explicit_root_is_the_only_place_looked_in(tmp_path, monkeypatch):
-    write_mnist_folder(tmp_path / "env" / "fashion-mnist", np.random.default_rng(3))
+def test_root_is_looked_in_first_then_hashkit_data_then_system_folders(tmp_path, monkeypatch):
+    in_root = write_mnist_folder(tmp_path / "root", np.random.default_rng(3), n_train=4)
+    write_mnist_folder(tmp_path / "env" / "fashion-mnist", np.random.default_rng(4), n_train=6)
+    write_mnist_folder(tmp_path / "sys" / "fashion-mnist", np.random.default_rng(5), n_train=8)
     monkeypatch.setenv("HASHKIT_DATA", str(tmp_path / "env"))
-    with pytest.raises(DataError, match=str(tmp_path / "wrong")):
-        load_dataset("fashion-mnist", root=str(tmp_path / "wrong"))
-    assert len(load_dataset("fashion-mnist")) == 17
+    monkeypatch.setattr(load_module, "SYSTEM_DATA_DIRS", [str(tmp_path / "sys")])
+    from_root = load_dataset("fashion-mnist", root=str(tmp_path / "root"))
+    np.testing.assert_array_equal(from_root.images[:4], in_root["train-images-idx3-ubyte"])
+    assert len(load_dataset("fashion-mnist", root=str(tmp_path / "wrong"))) == 6 + 5
+    monkeypatch.delenv("HASHKIT_DATA")
+    assert len(load_dataset("fashion-mnist", root=str(tmp_path / "wrong"))) == 8 + 5
+
+
+def test_dataset_in_no_place_lists_every_place_looked_in(tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHKIT_DATA", str(tmp_path / "env"))
+    monkeypatch.setattr(load_module, "SYSTEM_DATA_DIRS", [str(tmp_path / "sys")])
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", root=str(tmp_path / "wrong"))
+    message = str(err.value)
+    places = [
+        tmp_path / "wrong",
+        tmp_path / "wrong" / "mnist",
+        tmp_path / "env" / "mnist",
+        tmp_path / "env",
+        tmp_path / "sys" / "mnist",
+    ]
+    positions = [
+        message.index(f"{p}, ") if f"{p}, " in message else message.index(f"{p};") for p in places
+    ]
+    assert positions == sorted(positions)
 
 
 # --- CIFAR-10 ---------------------------------------------------------------------------------
@@ -217,6 +241,23 @@ def test_cifar10_pickles_of_numpy_arrays_load_under_every_protocol(tmp_path):
         batch = pickle.loads(blob)
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2 + i % 4))
     assert len(load_cifar10(str(folder))) == 24
+
+
+def test_cifar10_with_malformed_labels_or_class_names_is_one_data_error(tmp_path):
+    files = cifar_batches(np.random.default_rng(7))
+    for name, change in [
+        ("data_batch_3", lambda b: b.update({b"labels": ["cat"] * 4})),
+        ("batches.meta", lambda b: b.update({b"label_names": 10})),
+    ]:
+        folder = tmp_path / name
+        folder.mkdir()
+        for member, blob in files.items():
+            (folder / member).write_bytes(blob)
+        batch = pickle.loads(files[name])
+        change(batch)
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        with pytest.raises(DataError, match=name):
+            load_cifar10(str(folder))
 
 
 # --- list files -------------------------------------------------------------------------------
@@ -349,6 +390,11 @@ def test_split_is_determined_by_the_seed():
     np.testing.assert_array_equal(a.query, b.query)
     np.testing.assert_array_equal(a.train, b.train)
     assert not np.array_equal(a.query, c.query)
+
+
+def test_split_of_a_single_class_says_one_class_and_what_it_needs():
+    with pytest.raises(DataError, match=r"all 700 items are of one class \(3\).*at least two"):
+        make_split(np.full(700, 3), "reduced")
 
 
 def test_split_with_a_too_small_class_or_bad_protocol_is_refused():
