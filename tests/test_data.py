@@ -512,3 +512,15 @@ def test_channel_stats_are_the_pixel_mean_and_std():
     np.testing.assert_allclose(std, (images / 255).std((0, 1, 2)), rtol=1e-6)
     (grey_mean,), _ = channel_stats(Dataset(images=images), channels=1)
     assert 0 < grey_mean < 1
+
+
+def test_export_keeps_every_class_inside_the_folder_and_apart(tmp_path):
+    from hashkit.data.export import export_images
+
+    names = ["..", "a/b", "a_b", ".hidden", ""]
+    images = np.zeros((5, 4, 4), dtype=np.uint8)
+    ds = Dataset(images=images, labels=np.arange(5), class_names=names, name="t")
+    out = tmp_path / "box" / "out"
+    assert export_images(ds, np.arange(5), out) == 5
+    written = sorted(str(p.relative_to(out)) for p in (tmp_path / "box").rglob("*.png"))
+    assert written == ["0/0.png", "4/4.png", "a_b-2/2.png", "a_b/1.png", "hidden/3.png"]
