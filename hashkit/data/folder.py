@@ -106,7 +106,8 @@ def load_image_folder(
     root = os.path.abspath(folder)
     rel_paths = find_images(root, skipped)
     if not rel_paths:
-        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
+        also = f"; skipped {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}{also}")
     top = [p.split(os.sep)[0] if os.sep in p else None for p in rel_paths]
     classes = sorted({t for t in top if t is not None})
     if labelled is None:
