@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from hashkit.cli.options import encoding_options
-from hashkit.cli.progress import progress_factory, warn_unreadable
+from hashkit.cli.progress import progress_factory, warn_unlisted, warn_unreadable
 
 
 @click.command("add")
@@ -43,9 +43,12 @@ def add_command(index_path, images, model, batch_size, workers, strict, device, 
     if model_path is None:
         raise ModelError(f"{index_path} does not name its model: pass --model")
     bundle = load_bundle(model_path)
+    skipped = None if strict else []
+    paths = find_images(Path(images).resolve(), skipped)
+    warn_unlisted(skipped or [])
     report = add_images(
         index_path,
-        find_images(Path(images).resolve()),
+        paths,
         bundle,
         batch_size=batch_size,
         num_workers=workers,

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from hashkit.cli.options import data_options, encoding_options, load_data
-from hashkit.cli.progress import progress_factory, warn_unreadable
+from hashkit.cli.progress import progress_factory, warn_unlisted, warn_unreadable
 
 
 @click.command("encode")
@@ -45,10 +45,11 @@ def encode_command(
     """Encode images into a code store (HDF5), in batches, without building an index.
 
     IMAGES is a folder searched recursively for image files (stored with their absolute
-    paths, no labels). DATA (a positional argument or --data) is a built-in dataset, a
-    labelled image folder or a list file: its items go in with their labels and their
-    dataset indices as ids, so `hashkit eval` can score a query store against a database
-    store. The store appears only when complete.
+    paths, no labels, all of them: a folder has no protocol parts). DATA (a positional
+    argument or --data) is a built-in dataset, a labelled image folder or a list file: its
+    items go in with their labels and their dataset indices as ids, so `hashkit eval` can
+    score a query store against a database store; --data FOLDER reads a folder as DATA.
+    The store appears only when complete.
 
     \b
     Examples:
@@ -66,14 +67,32 @@ def encode_command(
     source = args[0] if len(args) == 2 else None
     if source is not None and data is not None:
         raise HashkitError("give the data as an argument or as --data, not both")
+    folder = source is not None and Path(source).is_dir()
+    if folder:
+        given = {
+            "--part": part != "all",
+            "--root": root is not None,
+            "--protocol": protocol is not None,
+            "--split": split_file is not None,
+            "--split-seed": split_seed is not None,
+        }
+        if any(given.values()):
+            options = ", ".join(name for name, on in given.items() if on)
+            raise HashkitError(
+                f"{options}: the image folder {source} has no protocol parts, every image in it "
+                f"is encoded; to encode a part of a labelled folder, give it as --data {source}"
+            )
     bundle = load_bundle(model)
     progress = progress_factory(quiet)
-    if source is not None and Path(source).is_dir():
+    if folder:
         from hashkit.encode import encode_files_to_store, find_images
 
+        skipped = None if strict else []
+        paths = find_images(Path(source).resolve(), skipped)
+        warn_unlisted(skipped or [])
         report = encode_files_to_store(
             bundle,
-            find_images(Path(source).resolve()),
+            paths,
             out,
             batch_size=batch_size,
             num_workers=workers,
@@ -120,7 +139,7 @@ def _encode_dataset(
             bundle,
             dataset,
             indices,
-            batch_size=max(batch_size, 4096) if dataset.images is not None else batch_size,
+            batch_size=batch_size,
             num_workers=workers,
             device=device,
             strict=strict,

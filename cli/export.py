@@ -9,7 +9,7 @@ from hashkit.cli.progress import progress_factory
 
 
 @click.command("export-images")
-@data_options
+@data_options(from_model=False)
 @click.option(
     "--part",
     type=click.Choice(["query", "database", "train", "all"]),

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from hashkit.cli.options import encoding_options
-from hashkit.cli.progress import progress_factory, warn_unreadable
+from hashkit.cli.progress import progress_factory, warn_unlisted, warn_unreadable
 
 
 def index_options(func):
@@ -124,7 +124,7 @@ def build_index_command(
 ):
     """Encode a folder of images (or take a code store) and write a FAISS binary index.
 
-    SOURCE is a folder, searched recursively for png/jpg/jpeg/bmp/webp/gif files, or a code
+    SOURCE is a folder, searched recursively for images (png, jpg, gif, webp, tiff...), or a code
     store (.h5) written by `hashkit encode`. Beside OUT, OUT.json records the code store and
     model the index belongs to, and the search defaults (nprobe, ef-search, nflip).
 
@@ -147,7 +147,9 @@ def build_index_command(
         if model_path is None:
             raise HashkitError("an image folder needs --model to encode it")
         bundle = load_bundle(model_path)
-        paths = find_images(source_path.resolve())
+        skipped = None if strict else []
+        paths = find_images(source_path.resolve(), skipped)
+        warn_unlisted(skipped or [])
         store_path = Path(codes_path) if codes_path else Path(out).with_suffix(".h5")
         report = encode_files_to_store(
             bundle,

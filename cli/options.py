@@ -7,8 +7,13 @@ import click
 DEFAULT_DATA = "fashion-mnist"
 
 
-def data_options(func):
-    """--data, --root, --protocol, --split, --split-seed: the same on train, encode and bench."""
+def data_options(func=None, *, from_model: bool = True):
+    """--data, --root, --protocol, --split, --split-seed: the same on train, encode, bench and
+    export-images. ``from_model``: the command reads missing values from a model bundle's
+    training options, and its help says so (``@data_options(from_model=False)`` otherwise)."""
+    if func is None:
+        return lambda f: data_options(f, from_model=from_model)
+    or_model = ", or the model's" if from_model else ""
     options = [
         click.option(
             "--data",
@@ -16,19 +21,20 @@ def data_options(func):
             metavar="DATA",
             help="Built-in dataset (fashion-mnist, mnist, cifar10, nus-wide), an image "
             "folder (one sub-folder per class) or a list file  "
-            f"[default: {DEFAULT_DATA}, or the model's]",
+            f"[default: {DEFAULT_DATA}{or_model}]",
         ),
         click.option(
             "--root",
             default=None,
             type=click.Path(file_okay=False),
-            help="Folder holding the dataset's files (else $HASHKIT_DATA, then system paths).",
+            help="Folder holding the dataset's files, looked in first (then $HASHKIT_DATA, "
+            "then system paths).",
         ),
         click.option(
             "--protocol",
             type=click.Choice(["reduced", "full"]),
             default=None,
-            help="METHOD.md section 4 split  [default: reduced, or the model's]",
+            help=f"METHOD.md section 4 split  [default: reduced{or_model}]",
         ),
         click.option(
             "--split",
@@ -41,7 +47,7 @@ def data_options(func):
             "--split-seed",
             type=int,
             default=None,
-            help="Seed of the protocol split  [default: 0, or the model's]",
+            help=f"Seed of the protocol split  [default: 0{or_model}]",
         ),
     ]
     for option in reversed(options):
@@ -59,6 +65,7 @@ def load_data(
 ):
     """``(dataset, split)`` from the options; missing ones come from ``defaults`` (a bundle's
     train_config), then the built-in defaults."""
+    from hashkit.cli.progress import warn_unlisted
     from hashkit.data import load_dataset
     from hashkit.data.protocol import load_split, make_split
 
@@ -72,7 +79,9 @@ def load_data(
     if protocol not in ("reduced", "full"):
         protocol = "reduced"
     split_seed = split_seed if split_seed is not None else defaults.get("split_seed", 0)
-    dataset = load_dataset(data, root)
+    skipped: list[tuple[str, str]] = []
+    dataset = load_dataset(data, root, skipped=skipped)
+    warn_unlisted(skipped)
     if split_file:
         split = load_split(split_file, len(dataset))
     else:
@@ -103,12 +112,24 @@ def quiet_option(func):
     )
 
 
+def _check_device(ctx, param, value):
+    """A misspelt device is a usage error; whether the machine has it is checked on use."""
+    from hashkit.device import check_device_name
+    from hashkit.errors import HashkitError
+
+    try:
+        return check_device_name(value)
+    except HashkitError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
 def device_option(func):
     return click.option(
         "--device",
         default="auto",
         show_default=True,
-        help="auto (CUDA when present), cpu, cuda, cuda:1 ...",
+        callback=_check_device,
+        help="auto (CUDA when present), cpu, cuda, cuda:N or mps.",
     )(func)
 
 

@@ -25,3 +25,14 @@ def warn_unreadable(skipped: list) -> None:
     pairs, as EncodeReport.skipped does."""
     if skipped:
         click.echo(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0][1]}", err=True)
+
+
+def warn_unlisted(skipped: list) -> None:
+    """One stderr line for what listing an image folder left out: ``skipped`` holds (path,
+    reason) pairs of sub-folders that could not be listed and names that are not UTF-8."""
+    if skipped:
+        path, reason = skipped[0]
+        click.echo(
+            f"skipped {len(skipped)} unreadable folder(s) or file name(s), e.g. {path}: {reason}",
+            err=True,
+        )

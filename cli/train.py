@@ -12,7 +12,7 @@ _DEFAULT = TrainConfig()
 
 
 @click.command("train")
-@data_options
+@data_options(from_model=False)
 @click.option(
     "--bits",
     type=click.IntRange(1, 1024),

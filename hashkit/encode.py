@@ -3,7 +3,9 @@
 Two input paths share one network: image arrays (MNIST, CIFAR: converted to tensors in bulk,
 no per-image PIL work) and image files (decoded by a DataLoader, optionally in worker
 processes). An image file that cannot be decoded is skipped and reported, or raises with
-``strict=True``.
+``strict=True``. Embeddings that are not finite (a diverged network) are refused, never turned
+into codes. ``progress`` is a tqdm-like factory: a bar counting images is made with
+``progress(total=, desc=, unit="img")`` and advanced by each batch's size.
 """
 
 from __future__ import annotations
@@ -11,24 +13,30 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from hashkit.errors import DataError
+from hashkit.data.images import IMAGE_EXTENSIONS, open_image
+from hashkit.device import resolve_device
+from hashkit.errors import DataError, ModelError
 from hashkit.models import NetworkConfig
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``auto`` (or None) picks CUDA when present, else the CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+__all__ = [
+    "EncodeReport",
+    "ImageFiles",
+    "check_embeddings",
+    "embed_arrays",
+    "encode_files_to_store",
+    "find_images",
+    "input_transform",
+    "iter_dataset_codes",
+    "iter_file_codes",
+    "iter_file_embeddings",
+    "resolve_device",
+]
 
 
 def input_transform(config: NetworkConfig, augment: str = "none"):
@@ -40,17 +48,53 @@ def input_transform(config: NetworkConfig, augment: str = "none"):
     return ImageTransform(config.input_size, config.channels, config.mean, config.std, augment)
 
 
-def find_images(folder: str | os.PathLike) -> list[str]:
-    """Image files below ``folder`` (recursive, sorted, by extension, case-insensitive)."""
-    folder = Path(folder)
-    if not folder.is_dir():
+def find_images(
+    folder: str | os.PathLike, skipped: list[tuple[str, str]] | None = None
+) -> list[str]:
+    """Absolute paths of the image files below ``folder`` (recursive, sorted by path, by
+    extension, case-insensitive; hidden files skipped). Sub-folders that cannot be listed and
+    names that are not UTF-8 go to ``skipped`` as ``(path, reason)``, or raise DataError when
+    ``skipped`` is None (see hashkit.data.folder.find_images)."""
+    from hashkit.data.folder import find_images as find_relative
+
+    root = os.path.abspath(os.fspath(folder))
+    if not os.path.isdir(root):
         raise DataError(f"image folder not found: {folder}")
-    paths = sorted(
-        str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-    )
+    left_out: list[tuple[str, str]] = []
+    paths = [os.path.join(root, p) for p in find_relative(root, left_out)]
+    if skipped is not None:
+        skipped.extend(left_out)
+    elif left_out:
+        raise DataError(f"cannot list {left_out[0][0]}: {left_out[0][1]}")
     if not paths:
-        raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}")
+        also = f"; skipped {left_out[0][0]}: {left_out[0][1]}" if left_out else ""
+        raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}{also}")
     return paths
+
+
+def check_embeddings(h: np.ndarray, model: str | os.PathLike | None = None) -> np.ndarray:
+    """``h`` (float ``n x bits``) if every value is finite; ModelError otherwise: NaN or inf
+    embeddings come from broken weights (a diverged training) and would all become one code."""
+    finite = np.isfinite(h).all(axis=1)
+    if not finite.all():
+        name = f"model {model}" if model else "the network"
+        raise ModelError(
+            f"{name} gives NaN or infinite embeddings for {int((~finite).sum())} of {len(h)} "
+            "images: its weights are broken (did training diverge?); retrain it"
+        )
+    return h
+
+
+def _codes(h: np.ndarray, bundle) -> np.ndarray:
+    """Packed codes ``sgn(R h)`` (uint8 ``n x ceil(bits/8)``) of finite embeddings ``h``."""
+    from hashkit.codes import sign_codes
+
+    return sign_codes(check_embeddings(h, bundle.path), bundle.rotation)
+
+
+def _image_bar(progress: Callable | None, total: int, desc: str):
+    """A progress bar counting images (tqdm's manual mode), or None."""
+    return None if progress is None else progress(total=total, desc=desc, unit="img")
 
 
 class ImageFiles(TorchDataset):
@@ -64,8 +108,6 @@ class ImageFiles(TorchDataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from hashkit.data.base import open_image
-
         try:
             return self.transform(open_image(self.paths[i])), i, ""
         except (DataError, OSError) as exc:
@@ -96,17 +138,22 @@ def embed_arrays(
     device: str | torch.device = "cpu",
     progress: Callable | None = None,
 ) -> np.ndarray:
-    """float32 ``N x bits`` embeddings of a uint8 image array ``N x H x W [x 3]``."""
+    """float32 ``N x bits`` embeddings of a uint8 image array ``N x H x W [x 3]``, fed to the
+    network ``batch_size`` images at a time."""
     net.eval()
     device = torch.device(device)
     transform = input_transform(net.config)
     out = []
-    starts = range(0, len(images), batch_size)
-    if progress is not None:
-        starts = progress(starts, total=len(starts), desc="embedding", unit="batch")
-    for s in starts:
-        x = transform.batch(images[s : s + batch_size]).to(device)
-        out.append(net(x).float().cpu().numpy())
+    bar = _image_bar(progress, len(images), "embedding")
+    try:
+        for s in range(0, len(images), batch_size):
+            x = transform.batch(images[s : s + batch_size]).to(device)
+            out.append(net(x).float().cpu().numpy())
+            if bar is not None:
+                bar.update(len(x))
+    finally:
+        if bar is not None:
+            bar.close()
     if not out:
         return np.zeros((0, net.config.bits), dtype=np.float32)
     return np.concatenate(out)
@@ -123,9 +170,10 @@ def iter_file_embeddings(
     report: EncodeReport | None = None,
     progress: Callable | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(positions int64 n, embeddings float32 n x bits)`` for image files, in batches,
-    so that memory does not grow with the number of images. Unreadable files are skipped and
-    added to ``report.skipped``, or raise DataError when ``strict``."""
+    """Yield ``(positions int64 n, embeddings float32 n x bits)`` for image files, in batches
+    of ``batch_size`` files, so that memory does not grow with the number of images.
+    Unreadable files are skipped and added to ``report.skipped``, or raise DataError when
+    ``strict``; the progress bar counts them with the others."""
     net.eval()
     device = torch.device(device)
     loader = DataLoader(
@@ -135,21 +183,26 @@ def iter_file_embeddings(
         collate_fn=_collate,
         shuffle=False,
     )
-    if progress is not None:
-        loader = progress(loader, total=len(loader), desc="encoding", unit="batch")
-    with torch.no_grad():
-        for xs, positions, bad in loader:
-            for i, err in bad:
-                if strict:
-                    raise DataError(err)
+    bar = _image_bar(progress, len(paths), "encoding")
+    try:
+        with torch.no_grad():
+            for xs, positions, bad in loader:
+                for i, err in bad:
+                    if strict:
+                        raise DataError(err)
+                    if report is not None:
+                        report.skipped.append((paths[i], err))
+                if bar is not None:
+                    bar.update(len(positions) + len(bad))
+                if xs is None:
+                    continue
+                h = net(xs.to(device)).float().cpu().numpy()
                 if report is not None:
-                    report.skipped.append((paths[i], err))
-            if xs is None:
-                continue
-            h = net(xs.to(device)).float().cpu().numpy()
-            if report is not None:
-                report.encoded += len(h)
-            yield positions, h
+                    report.encoded += len(h)
+                yield positions, h
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def encode_files_to_store(
@@ -192,7 +245,8 @@ def encode_files_to_store(
         ):
             writer.append(codes, first_id + positions, [paths[i] for i in positions])
         if report.encoded == 0:
-            raise DataError(f"none of the {len(paths)} images could be read")
+            example = f", e.g. {report.skipped[0][1]}" if report.skipped else ""
+            raise DataError(f"none of the {len(paths)} images could be read{example}")
     return report
 
 
@@ -208,9 +262,8 @@ def iter_file_codes(
     progress: Callable | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(positions int64 n, packed codes uint8 n x ceil(bits/8))`` of image files, batch
-    by batch, with a model bundle; unreadable files as in ``iter_file_embeddings``."""
-    from hashkit.codes import sign_codes
-
+    by batch, with a model bundle; unreadable files as in ``iter_file_embeddings``; ModelError
+    if the network gives NaN or infinite embeddings."""
     dev = resolve_device(device)
     net = bundle.build_network(dev)
     for positions, h in iter_file_embeddings(
@@ -223,7 +276,7 @@ def iter_file_codes(
         report=report,
         progress=progress,
     ):
-        yield positions, sign_codes(h, bundle.rotation)
+        yield positions, _codes(h, bundle)
 
 
 def iter_dataset_codes(
@@ -231,7 +284,7 @@ def iter_dataset_codes(
     dataset,
     indices: np.ndarray,
     *,
-    batch_size: int = 4096,
+    batch_size: int = 256,
     num_workers: int = 0,
     device: str = "auto",
     strict: bool = False,
@@ -239,16 +292,15 @@ def iter_dataset_codes(
     progress: Callable | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(dataset indices int64 n, packed codes uint8 n x ceil(bits/8))`` of the items
-    ``indices`` of a hashkit.data.Dataset, batch by batch (array or file datasets)."""
-    from hashkit.codes import sign_codes
-
+    ``indices`` of a hashkit.data.Dataset, ``batch_size`` images at a time (array or file
+    datasets); ModelError if the network gives NaN or infinite embeddings."""
     indices = np.asarray(indices, dtype=np.int64)
     if dataset.images is None:
         paths = [dataset.paths[i] for i in indices]
         for positions, codes in iter_file_codes(
             bundle,
             paths,
-            batch_size=min(batch_size, 256),
+            batch_size=batch_size,
             num_workers=num_workers,
             device=device,
             strict=strict,
@@ -259,12 +311,16 @@ def iter_dataset_codes(
         return
     dev = resolve_device(device)
     net = bundle.build_network(dev)
-    starts = range(0, len(indices), batch_size)
-    if progress is not None:
-        starts = progress(starts, total=len(starts), desc="encoding", unit="batch")
-    for s in starts:
-        idx = indices[s : s + batch_size]
-        h = embed_arrays(net, dataset.images[idx], batch_size=512, device=dev)
-        if report is not None:
-            report.encoded += len(idx)
-        yield idx, sign_codes(h, bundle.rotation)
+    bar = _image_bar(progress, len(indices), "encoding")
+    try:
+        for s in range(0, len(indices), batch_size):
+            idx = indices[s : s + batch_size]
+            h = embed_arrays(net, dataset.images[idx], batch_size=batch_size, device=dev)
+            if report is not None:
+                report.encoded += len(idx)
+            if bar is not None:
+                bar.update(len(idx))
+            yield idx, _codes(h, bundle)
+    finally:
+        if bar is not None:
+            bar.close()

@@ -8,6 +8,7 @@ inputs, trained from scratch) and torchvision's ``resnet18``, ``resnet50``, ``al
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch import nn
 
 from hashkit.config import BACKBONES
 from hashkit.errors import ModelError
+from hashkit.torch_load import load_weights_only
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,7 +41,43 @@ class NetworkConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> NetworkConfig:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        """The config a bundle stores (unknown keys ignored); ModelError if a value has the
+        wrong type or range."""
+        if not isinstance(d, dict) or "bits" not in d:
+            raise ModelError("the network config is not a dict with 'bits'")
+        config = cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """ModelError unless every field has a usable type and value."""
+
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not is_int(self.bits) or self.bits < 1:
+            raise ModelError(f"bits must be a positive integer, got {self.bits!r}")
+        if self.backbone not in BACKBONES:
+            raise ModelError(
+                f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}"
+            )
+        if not is_int(self.input_size) or self.input_size < 1:
+            raise ModelError(f"input_size must be a positive integer, got {self.input_size!r}")
+        if self.channels not in (1, 3) or not is_int(self.channels):
+            raise ModelError(f"channels must be 1 or 3, got {self.channels!r}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if (
+                not isinstance(values, (list, tuple))
+                or len(values) not in (1, self.channels)
+                or not all(is_int(v) or isinstance(v, float) for v in values)
+                or not all(math.isfinite(v) for v in values)
+            ):
+                raise ModelError(
+                    f"{name} must be 1 or {self.channels} finite numbers, got {values!r}"
+                )
+        if min(self.std) <= 0:
+            raise ModelError(f"std must be positive, got {self.std!r}")
 
 
 class SmallCNN(nn.Module):
@@ -136,12 +174,15 @@ def load_pretrained(net: HashNet, path: str | os.PathLike | None) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"pretrained weight file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input error
-        raise ModelError(f"cannot read pretrained weights {path}: {exc}") from None
+    state = load_weights_only(path, "pretrained weight file")
+    if not isinstance(state, dict):
+        raise ModelError(f"{path} is not a state_dict (a dict of weight tensors)")
     own = net.net.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    usable = {
+        k: v
+        for k, v in state.items()
+        if k in own and isinstance(v, torch.Tensor) and own[k].shape == v.shape
+    }
     if not usable:
         raise ModelError(f"{path} holds no weights that fit a {name} backbone")
     net.net.load_state_dict(usable, strict=False)

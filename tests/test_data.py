@@ -155,12 +155,36 @@ def test_missing_builtin_dataset_says_where_it_looked_and_how_to_get_it(tmp_path
     assert "apt-get install dataset-fashion-mnist" in message and "\n" not in message
 
 
-def test_explicit_root_is_the_only_place_looked_in(tmp_path, monkeypatch):
-    write_mnist_folder(tmp_path / "env" / "fashion-mnist", np.random.default_rng(3))
+def test_root_is_looked_in_first_then_hashkit_data_then_system_folders(tmp_path, monkeypatch):
+    in_root = write_mnist_folder(tmp_path / "root", np.random.default_rng(3), n_train=4)
+    write_mnist_folder(tmp_path / "env" / "fashion-mnist", np.random.default_rng(4), n_train=6)
+    write_mnist_folder(tmp_path / "sys" / "fashion-mnist", np.random.default_rng(5), n_train=8)
     monkeypatch.setenv("HASHKIT_DATA", str(tmp_path / "env"))
-    with pytest.raises(DataError, match=str(tmp_path / "wrong")):
-        load_dataset("fashion-mnist", root=str(tmp_path / "wrong"))
-    assert len(load_dataset("fashion-mnist")) == 17
+    monkeypatch.setattr(load_module, "SYSTEM_DATA_DIRS", [str(tmp_path / "sys")])
+    from_root = load_dataset("fashion-mnist", root=str(tmp_path / "root"))
+    np.testing.assert_array_equal(from_root.images[:4], in_root["train-images-idx3-ubyte"])
+    assert len(load_dataset("fashion-mnist", root=str(tmp_path / "wrong"))) == 6 + 5
+    monkeypatch.delenv("HASHKIT_DATA")
+    assert len(load_dataset("fashion-mnist", root=str(tmp_path / "wrong"))) == 8 + 5
+
+
+def test_dataset_in_no_place_lists_every_place_looked_in(tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHKIT_DATA", str(tmp_path / "env"))
+    monkeypatch.setattr(load_module, "SYSTEM_DATA_DIRS", [str(tmp_path / "sys")])
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", root=str(tmp_path / "wrong"))
+    message = str(err.value)
+    places = [
+        tmp_path / "wrong",
+        tmp_path / "wrong" / "mnist",
+        tmp_path / "env" / "mnist",
+        tmp_path / "env",
+        tmp_path / "sys" / "mnist",
+    ]
+    positions = [
+        message.index(f"{p}, ") if f"{p}, " in message else message.index(f"{p};") for p in places
+    ]
+    assert positions == sorted(positions)
 
 
 # --- CIFAR-10 ---------------------------------------------------------------------------------
@@ -217,6 +241,23 @@ def test_cifar10_pickles_of_numpy_arrays_load_under_every_protocol(tmp_path):
         batch = pickle.loads(blob)
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2 + i % 4))
     assert len(load_cifar10(str(folder))) == 24
+
+
+def test_cifar10_with_malformed_labels_or_class_names_is_one_data_error(tmp_path):
+    files = cifar_batches(np.random.default_rng(7))
+    for name, change in [
+        ("data_batch_3", lambda b: b.update({b"labels": ["cat"] * 4})),
+        ("batches.meta", lambda b: b.update({b"label_names": 10})),
+    ]:
+        folder = tmp_path / name
+        folder.mkdir()
+        for member, blob in files.items():
+            (folder / member).write_bytes(blob)
+        batch = pickle.loads(files[name])
+        change(batch)
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        with pytest.raises(DataError, match=name):
+            load_cifar10(str(folder))
 
 
 # --- list files -------------------------------------------------------------------------------
@@ -351,6 +392,11 @@ def test_split_is_determined_by_the_seed():
     assert not np.array_equal(a.query, c.query)
 
 
+def test_split_of_a_single_class_says_one_class_and_what_it_needs():
+    with pytest.raises(DataError, match=r"all 700 items are of one class \(3\).*at least two"):
+        make_split(np.full(700, 3), "reduced")
+
+
 def test_split_with_a_too_small_class_or_bad_protocol_is_refused():
     labels = np.array([0] * 20 + [1] * 6)
     with pytest.raises(DataError, match="class 1 has 6 items"):
@@ -466,3 +512,15 @@ def test_channel_stats_are_the_pixel_mean_and_std():
     np.testing.assert_allclose(std, (images / 255).std((0, 1, 2)), rtol=1e-6)
     (grey_mean,), _ = channel_stats(Dataset(images=images), channels=1)
     assert 0 < grey_mean < 1
+
+
+def test_export_keeps_every_class_inside_the_folder_and_apart(tmp_path):
+    from hashkit.data.export import export_images
+
+    names = ["..", "a/b", "a_b", ".hidden", ""]
+    images = np.zeros((5, 4, 4), dtype=np.uint8)
+    ds = Dataset(images=images, labels=np.arange(5), class_names=names, name="t")
+    out = tmp_path / "box" / "out"
+    assert export_images(ds, np.arange(5), out) == 5
+    written = sorted(str(p.relative_to(out)) for p in (tmp_path / "box").rglob("*.png"))
+    assert written == ["0/0.png", "4/4.png", "a_b-2/2.png", "a_b/1.png", "hidden/3.png"]

@@ -2,7 +2,8 @@
 folders and list files; protocol splits; and, importing torch only when asked for, the torch
 Dataset and transform that feed them to a model."""
 
-from hashkit.data.base import Dataset, open_image
+from hashkit.data.base import Dataset
+from hashkit.data.images import open_image
 from hashkit.data.load import BUILTIN_DATASETS, candidate_dirs, load_dataset
 from hashkit.data.protocol import PROTOCOLS, Split, load_split, make_split
 

@@ -8,10 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from hashkit.data.images import open_image
 from hashkit.errors import DataError
-
-# Modes PIL decodes that are better read as grey than as colour.
-_GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
 @dataclass
@@ -79,15 +77,3 @@ class Dataset:
             class_names=list(self.class_names),
             name=self.name,
         )
-
-
-def open_image(path: str) -> Image.Image:
-    """Decode the image file at ``path`` into mode "L" or "RGB" (first frame of an animation)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = "L" if img.mode in _GREY_MODES else "RGB"
-            # convert() always returns a new, fully loaded image, detached from the file.
-            return img.convert(mode)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from e

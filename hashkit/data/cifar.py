@@ -117,7 +117,10 @@ def load_cifar10(source: str) -> Dataset:
                 f"CIFAR batch {source}:{name}: data is {data.dtype} {data.shape}, "
                 "expected uint8 N x 3072"
             )
-        batch_labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        try:
+            batch_labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise DataError(f"CIFAR batch {source}:{name}: labels are not integers ({e})") from e
         if batch_labels.shape != (len(data),):
             raise DataError(f"CIFAR batch {source}:{name}: {batch_labels.shape} labels")
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
@@ -127,7 +130,9 @@ def load_cifar10(source: str) -> Dataset:
         meta = _unpickle(members["batches.meta"], f"{source}:batches.meta")
         names = meta.get(b"label_names")
         if names:
-            class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+            if not isinstance(names, list) or not all(isinstance(n, (bytes, str)) for n in names):
+                raise DataError(f"{source}:batches.meta: label_names is not a list of names")
+            class_names = [n.decode(errors="replace") if isinstance(n, bytes) else n for n in names]
     all_labels = np.concatenate(labels)
     if all_labels.size and (all_labels.min() < 0 or all_labels.max() >= len(class_names)):
         raise DataError(f"cifar10: labels outside 0..{len(class_names) - 1} in {source}")

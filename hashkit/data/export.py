@@ -13,8 +13,17 @@ import numpy as np
 from hashkit.data.base import Dataset
 
 
-def _folder_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "unnamed"
+def class_folders(class_names: list[str]) -> list[str]:
+    """One folder name per class: the name with anything but letters, digits, ".", "_" and "-"
+    replaced, never "." or ".." or hidden (a class named ".." must not write outside the
+    export), and made distinct with "-<label>" where two names would share a folder."""
+    folders: list[str] = []
+    for label, name in enumerate(class_names):
+        folder = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).lstrip(".").strip("_") or str(label)
+        if folder in folders:
+            folder = f"{folder}-{label}"
+        folders.append(folder)
+    return folders
 
 
 def export_images(
@@ -29,6 +38,7 @@ def export_images(
     resumes. Returns the number of files written."""
     folder = Path(folder)
     single = dataset.labels is not None and dataset.labels.ndim == 1
+    folders = class_folders(dataset.class_names)
     width = len(str(max(len(dataset) - 1, 1)))
     written = 0
     items = np.asarray(indices, dtype=np.int64)
@@ -37,8 +47,7 @@ def export_images(
         sub = folder
         if single:
             label = int(dataset.labels[i])
-            names = dataset.class_names
-            sub = folder / _folder_name(names[label] if label < len(names) else str(label))
+            sub = folder / (folders[label] if 0 <= label < len(folders) else str(label))
         path = sub / f"{int(i):0{width}d}.png"
         if path.exists():
             continue

@@ -2,13 +2,13 @@
 
 Built-in datasets are never downloaded. They are looked up, in order:
 
-1. in an explicit ``root`` (the folder itself, then ``root/<name>``); when ``root`` is given it
-   is the only place looked in, so a wrong root fails instead of silently loading other data;
+1. in an explicit ``root`` (the folder itself, then ``root/<name>``);
 2. in ``$HASHKIT_DATA/<name>``, then ``$HASHKIT_DATA``;
 3. in the system folders ``/usr/share/datasets/<name>`` (Debian's dataset packages),
    ``~/.cache/hashkit/<name>`` and torchvision's layout ``<name>/FashionMNIST/raw`` etc.
 
-``<name>`` is tried under a few spellings (``fashion-mnist``, ``fashion_mnist``, ...).
+``<name>`` is tried under a few spellings (``fashion-mnist``, ``fashion_mnist``, ...). When
+the dataset is in none of them, the error lists every folder looked in.
 
 "nus-wide" is a list file (see listfile.py) named ``nus_wide_21.txt`` (or ``nuswide_21.txt``,
 ``nus-wide.txt``, ``nus_wide.txt``) in one of those folders, with the images relative to it;
@@ -70,9 +70,7 @@ _HOW_TO_GET = {
 def candidate_dirs(name: str, root: str | None = None) -> list[str]:
     """The folders a built-in dataset is looked for in, in order (see the module docstring)."""
     subdirs = _FOLDER_NAMES[name]
-    if root is not None:
-        return [root] + [os.path.join(root, s) for s in subdirs]
-    dirs = []
+    dirs = [] if root is None else [root] + [os.path.join(root, s) for s in subdirs]
     env = os.environ.get("HASHKIT_DATA")
     if env:
         dirs += [os.path.join(env, s) for s in subdirs] + [env]
@@ -119,16 +117,22 @@ def load_builtin(name: str, root: str | None = None) -> Dataset:
     raise DataError(f"{name} not found; looked in {', '.join(dirs)}; {_HOW_TO_GET[name]}")
 
 
-def load_dataset(name_or_path: str, root: str | None = None) -> Dataset:
+def load_dataset(
+    name_or_path: str,
+    root: str | None = None,
+    *,
+    skipped: list[tuple[str, str]] | None = None,
+) -> Dataset:
     """A built-in dataset by name (fashion-mnist, mnist, cifar10, nus-wide; "./name" forces the
     path reading), an image folder by path, or a ``.txt`` list file by path (its images relative
     to ``root`` when given, else to the list file's folder). Canonical order: MNIST-style
     training then test images; CIFAR-10 data batches 1-5 then the test batch; list files in
-    file order; image folders sorted by path."""
+    file order; image folders sorted by path. ``skipped`` receives what an image folder's
+    listing left out (see hashkit.data.folder.find_images); without it that raises."""
     if name_or_path.lower() in BUILTIN_DATASETS:
         return load_builtin(name_or_path, root)
     if os.path.isdir(name_or_path):
-        return load_image_folder(name_or_path)
+        return load_image_folder(name_or_path, skipped=skipped)
     if os.path.isfile(name_or_path):
         if name_or_path.lower().endswith(".txt"):
             return load_list_file(name_or_path, root)

@@ -137,7 +137,13 @@ def make_split(
     # how many items it needs. A single-label class needs its training items too (and, for
     # "full", one item left to be retrieved); concepts share items, so theirs are checked below.
     if labels.ndim == 1:
-        members = [(f"class {c}", labels == c) for c in np.unique(labels)]
+        classes = np.unique(labels)
+        if len(classes) < 2:
+            raise DataError(
+                f"all {n} items are of one class ({classes[0]}): a split, like training, needs "
+                "at least two classes (an image folder: one sub-folder of images per class)"
+            )
+        members = [(f"class {c}", labels == c) for c in classes]
         needed = queries_per_class + (train_per_class if protocol == "reduced" else 1)
     else:
         members = [(f"concept {j}", labels[:, j] > 0) for j in range(labels.shape[1])]

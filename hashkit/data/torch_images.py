@@ -19,6 +19,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as tvf
 
 from hashkit.data.base import Dataset
+from hashkit.data.images import to_8bit
 from hashkit.errors import DataError
 
 AUGMENTATIONS = ("none", "crop", "crop-flip", "affine")
@@ -79,7 +80,8 @@ class ImageTransform:
 
     def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
         if isinstance(image, Image.Image):
-            image = image.convert("L" if self.channels == 1 else "RGB")
+            # 16-bit images are scaled to 8 bits first: a plain convert() would clip them.
+            image = to_8bit(image).convert("L" if self.channels == 1 else "RGB")
             image = self._fit(image)
             image = np.array(image)
         return self.batch(np.asarray(image)[None])[0]
