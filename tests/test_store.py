@@ -40,7 +40,7 @@ def test_store_is_readable_with_plain_h5py(tmp_path):
         assert np.array_equal(f["ids"][...], store.ids)
         assert [p.decode() for p in f["paths"][...]] == store.paths
         assert np.array_equal(f["labels"][...], store.labels)
-        assert f.attrs["bits"] == 12 and f.attrs["bit_order"] == "big"
+        assert f.attrs["bits"] == 12 and f.attrs["bit_order"] == "little"
         assert f.attrs["model_fingerprint"] == "f" * 64
         assert f["codes"].chunks is not None and f["codes"].compression == "gzip"
         assert f["codes"].maxshape == (None, 2)
