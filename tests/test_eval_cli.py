@@ -89,6 +89,8 @@ def test_eval_reads_stores_written_with_plain_h5py_and_plots(tmp_path):
             lambda b, lb: (b, lb, 12),
             "are multi-hot (N x 3) but",
         ),
+        (lambda q, lq: (q, lq.astype(float) + 0.5, 12), lambda b, lb: (b, lb, 12), "whole"),
+        (lambda q, lq: (q, lq, 12), lambda b, lb: (b, np.full((50, 3), 0.5), 12), "0 or 1"),
         (lambda q, lq: (q[:0], lq[:0], 12), lambda b, lb: (b, lb, 12), "holds no codes"),
         (lambda q, lq: (q, lq, 20), lambda b, lb: (b, lb, 12), "bits=20"),
     ],
