@@ -132,3 +132,10 @@ def test_eval_absurd_top_k_is_a_usage_error(tmp_path, k):
     result = invoke(tmp_path / "q.h5", tmp_path / "b.h5", "--top-k", k)
     assert result.exit_code == 2
     assert "Invalid value for '--top-k'" in result.output
+
+
+def test_bench_absurd_top_k_is_a_usage_error_before_any_training():
+    _registered()
+    result = CliRunner().invoke(cli, ["bench", "--bits", "8", "--top-k", str(2**63)])
+    assert result.exit_code == 2
+    assert "Invalid value for '--top-k'" in result.output
