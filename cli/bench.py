@@ -18,6 +18,7 @@ from hashkit.cli.options import (
 from hashkit.cli.progress import progress_factory
 from hashkit.cli.search import gpu_option
 from hashkit.config import TrainConfig
+from hashkit.metrics import MAX_K
 
 
 @click.command("bench")
@@ -37,7 +38,7 @@ from hashkit.config import TrainConfig
 @data_options
 @click.option(
     "--top-k",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_K),
     default=None,
     help="k of mAP@k  [default: the protocol's, 5000 for multi-label data, else 1000]",
 )

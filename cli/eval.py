@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import click
-import numpy as np
 
 from hashkit.atomic import atomic_path
 from hashkit.errors import DataError, MismatchError
-from hashkit.metrics import evaluate_retrieval
+from hashkit.labels import normalize_label_pair
+from hashkit.metrics import MAX_K, evaluate_retrieval
 from hashkit.store import CodeStore, read_store
 
 
@@ -20,7 +20,7 @@ from hashkit.store import CodeStore, read_store
 @click.option(
     "--top-k",
     "top_k",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_K),
     multiple=True,
     default=(1000,),
     help="Report mAP@K too (repeat for several K).",
@@ -43,8 +43,9 @@ def eval_command(query_codes, database_codes, top_k, as_json, plot_dir, threads)
     """Score the Hamming ranking of DATABASE_CODES for each of QUERY_CODES.
 
     Both files are code stores with labels (HDF5: ``codes`` uint8 packed, ``labels`` int64 N
-    or uint8 N x C multi-hot, attribute ``bits``), e.g. written by ``hashkit encode`` or by
-    plain h5py. Relevant = same label, or at least one shared label. Prints mAP over the
+    class indices or uint8 N x C multi-hot, attribute ``bits``; see docs/formats.md), e.g.
+    written by ``hashkit encode`` or by plain h5py. Relevant = same class, or at least one
+    shared label; one-hot labels count as class indices. Prints mAP over the
     whole database and at each K (ties by database order; AP@k normalised by the relevant
     items within the top k), the tie-aware mAP, P@100/500/1000 and the precision within
     Hamming radius 2.
@@ -55,12 +56,12 @@ def eval_command(query_codes, database_codes, top_k, as_json, plot_dir, threads)
     """
     queries = _read(query_codes, "query")
     database = _read(database_codes, "database")
-    _check_compatible(queries, database, query_codes, database_codes)
+    labels_q, labels_b = _check_compatible(queries, database, query_codes, database_codes)
     result = evaluate_retrieval(
         queries.codes,
         database.codes,
-        queries.labels,
-        database.labels,
+        labels_q,
+        labels_b,
         queries.bits,
         top_k=sorted(set(top_k)),
         precision_ks=(100, 500, 1000),
@@ -93,20 +94,18 @@ def _read(path: str, what: str) -> CodeStore:
 
 
 def _check_compatible(queries: CodeStore, database: CodeStore, query_path, database_path):
+    """The two stores' labels brought to one kind (class indices or multi-hot), after
+    checking that the stores agree on bits and on their labels."""
     if queries.bits != database.bits:
         raise MismatchError(
             f"bits disagree: {query_path} has {queries.bits}, {database_path} has {database.bits}"
         )
-    lq, lb = queries.labels, database.labels
-    if lq.ndim != lb.ndim or (lq.ndim == 2 and lq.shape[1] != lb.shape[1]):
-        raise MismatchError(
-            f"label shapes disagree: {query_path} has {_describe(lq)}, "
-            f"{database_path} has {_describe(lb)}"
-        )
-
-
-def _describe(labels: np.ndarray) -> str:
-    return "single labels" if labels.ndim == 1 else f"{labels.shape[1]}-class multi-hot labels"
+    return normalize_label_pair(
+        queries.labels,
+        database.labels,
+        f"the labels of {query_path}",
+        f"the labels of {database_path}",
+    )
 
 
 def _write_plots(result: dict, folder: Path) -> None:

@@ -3,9 +3,16 @@ the precision-recall curve over Hamming radius and the precision within Hamming 
 
 Every function takes query codes ``xq`` (uint8 ``nq x ceil(bits/8)``), database codes ``xb``
 (uint8 ``nb x ceil(bits/8)``), packed as :func:`hashkit.codes.pack_codes` does it, and labels:
-int64 ``N`` (single label: relevant = same label) or uint8 ``N x C`` multi-hot (relevant =
-shares at least one label). The database is ranked for each query by Hamming distance, ties
-broken by database order (a stable sort): the convention of published deep-hashing numbers.
+int64 ``N`` class indices (relevant = same class) or uint8 ``N x C`` multi-hot (relevant =
+shares at least one label); see :mod:`hashkit.labels` for what is accepted (``N x 1`` arrays
+are class indices, one-hot rows single labels). The database is ranked for each query by
+Hamming distance, ties broken by database order (a stable sort): the convention of published
+deep-hashing numbers.
+
+Every public function checks its input first: packed uint8 codes of the right width with
+zero padding bits (:func:`hashkit.codes.check_packed`), labels normalised by
+:func:`hashkit.labels.normalize_label_pair`, integer ``k`` in ``1..MAX_K``. Bad input raises
+a HashkitError; nothing is cast silently.
 
 How it is fast and exact: a Hamming distance takes only ``bits + 1`` values, so the ranking is
 a stable counting sort of one byte per item (numpy's radix argsort of uint8), run on blocks of
@@ -17,6 +24,7 @@ of relevant items at each distance.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +32,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hashkit.codes import check_packed
+from hashkit.codes import check_bits, check_packed
 from hashkit.errors import DataError, HashkitError, MismatchError
+from hashkit.labels import normalize_label_pair, normalize_labels
 
 NORMALISERS = ("retrieved", "min")
+
+# The largest k a metric takes: any k >= the database size ranks the whole database.
+MAX_K = 2**31 - 1
 
 # Pairs (query x database item) per block, about 20 bytes each: small enough for the cache.
 _BLOCK_PAIRS = 1 << 19
@@ -37,6 +49,7 @@ _EULER_GAMMA = 0.57721566490153286060651209
 
 def hamming_distance_matrix(xq: np.ndarray, xb: np.ndarray, bits: int) -> np.ndarray:
     """Hamming distances ``nq x nb`` between packed codes, uint8 (uint16 when bits > 255)."""
+    bits = check_bits(bits)
     xq, xb = _as_codes(xq, bits, "query"), _as_codes(xb, bits, "database")
     words_q, words_b = _words(xq), _words(xb)
     return _distances(words_q, words_b, bits)
@@ -44,6 +57,7 @@ def hamming_distance_matrix(xq: np.ndarray, xb: np.ndarray, bits: int) -> np.nda
 
 def relevance_matrix(labels_q: np.ndarray, labels_b: np.ndarray) -> np.ndarray:
     """Relevance ``nq x nb`` (bool): same label, or at least one shared label for multi-hot."""
+    labels_q, labels_b = normalize_label_pair(labels_q, labels_b)
     labels = _Labels.build(labels_q, labels_b, len(labels_q), len(labels_b))
     return labels.relevance(np.arange(len(labels_q)))
 
@@ -61,6 +75,7 @@ def average_precision(
     n_threads: int | None = None,
 ) -> np.ndarray:
     """Average precision of each query, float64 ``nq``; see :func:`mean_average_precision`."""
+    xq, xb, labels_q, labels_b, bits = _check_inputs(xq, xb, labels_q, labels_b, bits)
     _check_normaliser(normaliser)
     nb = len(xb)
     k = nb if top_k is None else _check_k(top_k)
@@ -143,6 +158,7 @@ def precision_at_k(
 
     The denominator is ``min(k, nb)``: a database smaller than ``k`` returns all it has.
     """
+    xq, xb, labels_q, labels_b, bits = _check_inputs(xq, xb, labels_q, labels_b, bits)
     ks = [_check_k(k) for k in ks]
     stats = _scan(xq, xb, labels_q, labels_b, bits, ks=ks, histograms=False, n_threads=n_threads)
     return _precision_at(stats.hits, ks, len(xb))
@@ -162,6 +178,7 @@ def recall_at_k(
 
     A query with no relevant item in the database scores 0.
     """
+    xq, xb, labels_q, labels_b, bits = _check_inputs(xq, xb, labels_q, labels_b, bits)
     ks = [_check_k(k) for k in ks]
     stats = _scan(xq, xb, labels_q, labels_b, bits, ks=ks, histograms=False, n_threads=n_threads)
     return _recall_at(stats.hits, stats.relevant)
@@ -184,6 +201,7 @@ def precision_recall_curve(
     left out of that radius's mean with ``empty="skip"``. Recall of a query with no relevant
     item is 0.
     """
+    xq, xb, labels_q, labels_b, bits = _check_inputs(xq, xb, labels_q, labels_b, bits)
     counts = _scan(xq, xb, labels_q, labels_b, bits, ks=(), histograms=True, n_threads=n_threads)
     return _pr_curve(counts.n, counts.r, empty)
 
@@ -232,6 +250,7 @@ def evaluate_retrieval(
     over ``curve_ks``, default 20 cut-offs up to min(nb, 1000 or the largest k asked)),
     and ``n_queries``, ``n_database``, ``bits``. Conventions as in the functions above.
     """
+    xq, xb, labels_q, labels_b, bits = _check_inputs(xq, xb, labels_q, labels_b, bits)
     nb = len(xb)
     top_k = [_check_k(k) for k in top_k]
     precision_ks = [_check_k(k) for k in precision_ks]
@@ -390,6 +409,15 @@ def _n_threads(n_threads: int | None, n_blocks: int) -> int:
 # Codes, distances and labels.
 
 
+def _check_inputs(xq, xb, labels_q, labels_b, bits):
+    """What every public metric checks first: ``bits`` an integer >= 1, packed codes of that
+    width with clean padding, labels normalised to one kind (:mod:`hashkit.labels`)."""
+    bits = check_bits(bits)
+    xq, xb = _as_codes(xq, bits, "query"), _as_codes(xb, bits, "database")
+    labels_q, labels_b = normalize_label_pair(labels_q, labels_b)
+    return xq, xb, labels_q, labels_b, bits
+
+
 def _as_codes(codes: np.ndarray, bits: int, what: str) -> np.ndarray:
     codes = np.asarray(codes)
     try:
@@ -482,9 +510,9 @@ class _Labels:
 
 
 def protocol_top_k(labels: np.ndarray) -> int:
-    """The k of the mAP@k that published protocols report for data labelled like ``labels``
-    (METHOD.md section 4): 5,000 for multi-label data (NUS-WIDE), 1,000 otherwise."""
-    return 5000 if np.asarray(labels).ndim == 2 else 1000
+    """The k of the mAP@k that published protocols report for data labelled like ``labels``:
+    5,000 for multi-label data (NUS-WIDE), 1,000 for single-label data (one-hot included)."""
+    return 5000 if normalize_labels(labels).ndim == 2 else 1000
 
 
 def _label_kind(labels: np.ndarray) -> str:
@@ -501,9 +529,11 @@ def _check_normaliser(normaliser: str) -> None:
 
 
 def _check_k(k: int) -> int:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
+        raise HashkitError(f"k must be an integer, got {k!r}")
     k = int(k)
-    if k < 1:
-        raise HashkitError(f"k must be at least 1, got {k}")
+    if not 1 <= k <= MAX_K:
+        raise HashkitError(f"k must be between 1 and {MAX_K}, got {k}")
     return k
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hashkit.errors import DataError, ModelError
+from hashkit.codes import BIT_ORDER, check_packed, convert_bit_order
+from hashkit.errors import DataError, HashkitError, ModelError
 from hashkit.index import (
     check_alignment,
     check_compatible,
@@ -123,8 +124,11 @@ class Searcher:
 
     def search(self, xq: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """``D`` int32 nq x k Hamming distances and ``I`` int64 nq x k store ids (-1: none) of
-        packed query codes ``xq`` (nq x ceil(bits/8) uint8)."""
-        return search(self.search_index, xq, k)
+        packed query codes ``xq`` (nq x ceil(bits/8) uint8, FAISS's bit order)."""
+        xq = check_packed(xq, self.bits, "query codes")
+        # An index built from codes in the older bit order is searched in that order:
+        # Hamming distances are the same when queries and database share one order.
+        return search(self.search_index, convert_bit_order(xq, BIT_ORDER, self.info.bit_order), k)
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Store rows of store ids (any shape); -1 where an id is not in the store."""
@@ -187,15 +191,7 @@ class Searcher:
         codes as queries; yields ``(query ids int64 n, query paths n, hits)`` per batch."""
         path = Path(path)
         if path.suffix == ".npy":
-            xq = np.load(path, mmap_mode="r")
-            if xq.dtype != np.uint8 or xq.ndim != 2:
-                raise DataError(f"{path}: packed codes must be uint8 N x bytes, got {xq.dtype}")
-            check_compatible(
-                bits_a=8 * xq.shape[1],
-                bits_b=8 * ((self.bits + 7) // 8),
-                what_a=f"query codes {path}",
-                what_b=str(self.index_path),
-            )
+            xq = _load_npy_codes(path, self.bits)
             for s in range(0, len(xq), batch_size):
                 batch = np.asarray(xq[s : s + batch_size])
                 ids = np.arange(s, s + len(batch), dtype=np.int64)
@@ -217,3 +213,16 @@ class Searcher:
                 )
             if len(queries):
                 yield queries.ids, queries.paths, self.search_codes(queries.codes, k)
+
+
+def _load_npy_codes(path: Path, bits: int) -> np.ndarray:
+    """Packed query codes (uint8 N x ceil(bits/8), FAISS's bit order) from a ``.npy`` file,
+    memory-mapped and checked whole (dtype, width, padding bits) before any search."""
+    try:
+        xq = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path} is not a readable .npy array of packed codes ({exc})") from None
+    try:
+        return check_packed(xq, bits, f"query codes in {path}")
+    except HashkitError as exc:
+        raise DataError(str(exc)) from None

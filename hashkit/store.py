@@ -2,21 +2,31 @@
 
 Schema (readable with plain h5py):
 
-- ``codes``  uint8 ``N x ceil(bits/8)``, packed as ``numpy.packbits(..., axis=1)`` (bit order
-  "big", padding bits zero); chunked, gzip-compressed, resizable along N.
-- ``ids``    int64 ``N``; the ids a FAISS index built from this store returns.
-- ``paths``  UTF-8 strings ``N``; empty for dataset items that have no file.
-- ``labels`` optional: int64 ``N`` (single label) or uint8 ``N x C`` (multi-hot).
-- attributes: ``bits``, ``bit_order`` ("big"), ``model_fingerprint`` (sha256 of the model
-  bundle, may be empty), ``hashkit_version``, ``created`` (ISO 8601 UTC), ``uuid`` (random
-  hex, names this store in an index's sidecar), and optionally ``modified`` (last append),
-  ``class_names`` (JSON list), ``model_path``, ``dataset``, ``part``, ``protocol``.
+- ``codes``  uint8 ``N x ceil(bits/8)``, packed in FAISS's bit order (bit j of a code is bit
+  j % 8 of byte j // 8, see :mod:`hashkit.codes`; padding bits zero); chunked,
+  gzip-compressed, resizable along N.
+- ``ids``    int64 ``N``, distinct and >= 0; the ids a FAISS index built from this store
+  returns (optional when reading: 0..N-1).
+- ``paths``  UTF-8 strings ``N``; empty for dataset items that have no file (optional).
+- ``labels`` optional: int64 ``N`` class indices or uint8 ``N x C`` multi-hot
+  (:mod:`hashkit.labels`).
+- attributes: ``bits`` (required), ``bit_order`` ("little"; a store without it, or with
+  "big", holds the older layout and is converted when read), ``model_fingerprint`` (sha256
+  of the model bundle, may be empty), ``hashkit_version``, ``created`` (ISO 8601 UTC),
+  ``uuid`` (random hex, names this store in an index's sidecar), and optionally ``modified``
+  (last append), ``class_names`` (JSON list), ``model_path``, ``dataset``, ``part``,
+  ``protocol``.
+
+Reading checks the layout and the values (dtypes, shapes, bits, bit order, padding bits,
+distinct non-negative ids, labels) and raises one DataError naming the file for anything
+wrong; writing refuses the same mistakes.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import numbers
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -26,8 +36,16 @@ import numpy as np
 
 from hashkit import __version__
 from hashkit.atomic import PendingFile
-from hashkit.codes import BIT_ORDER, check_packed, code_bytes
+from hashkit.codes import (
+    BIT_ORDER,
+    BIT_ORDERS,
+    check_bits,
+    check_packed,
+    code_bytes,
+    convert_bit_order,
+)
 from hashkit.errors import DataError, HashkitError
+from hashkit.labels import check_labels, normalize_labels
 
 _CHUNK_ROWS = 65536
 
@@ -56,6 +74,33 @@ def _h5py():
     return h5py
 
 
+def check_ids(ids, what: str = "ids") -> np.ndarray:
+    """Validated ids: int64 ``N``, distinct, each >= 0 (FAISS returns -1 for "no result").
+
+    Integer arrays only (floats are refused, never cast); raises DataError naming ``what``.
+    """
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu" or ids.ndim != 1:
+        raise DataError(f"{what} must be a 1-d integer array, got {ids.dtype} {ids.shape}")
+    if len(ids) == 0:
+        return ids.astype(np.int64)
+    if ids.min() < 0:
+        raise DataError(f"{what} must be >= 0, found {ids.min()}")
+    if ids.max() > np.iinfo(np.int64).max:
+        raise DataError(f"{what}: {ids.max()} does not fit in int64")
+    ids = ids.astype(np.int64)
+    # Stores are usually written in increasing id order: then no sort is needed.
+    if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
+        ordered = np.sort(ids)
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        if len(repeated):
+            raise DataError(
+                f"{what} must be distinct: {len(np.unique(repeated))} id(s) repeat, "
+                f"e.g. {repeated[0]}"
+            )
+    return ids
+
+
 class StoreWriter:
     """Stream codes into a store, batch by batch; the file appears only on ``close()``.
 
@@ -76,18 +121,23 @@ class StoreWriter:
         class_names: list[str] | None = None,
         extra_attrs: dict | None = None,
     ) -> None:
-        """``label_width``: None for no labels, 0 for int64 single labels, C for uint8 multi-hot."""
+        """``label_width``: None for no labels, 0 for int64 class indices, C >= 2 for uint8
+        multi-hot."""
         self.path = Path(path)
-        self.bits = bits
+        self.bits = check_bits(bits, "bits of a code store")
+        if label_width is not None and (label_width == 1 or label_width < 0):
+            raise HashkitError(
+                f"label_width must be None, 0 (class indices) or C >= 2, got {label_width}"
+            )
         self._pending = PendingFile(self.path)
         try:
             self._f = _h5py().File(self._pending.tmp, "w")
-            _create_datasets(self._f, bits, label_width)
+            _create_datasets(self._f, self.bits, label_width)
         except BaseException:
             self._pending.discard()
             raise
         f = self._f
-        f.attrs["bits"] = bits
+        f.attrs["bits"] = self.bits
         f.attrs["bit_order"] = BIT_ORDER
         f.attrs["model_fingerprint"] = fingerprint
         f.attrs["hashkit_version"] = __version__
@@ -103,11 +153,10 @@ class StoreWriter:
     @classmethod
     def append_to(cls, path: str | os.PathLike) -> StoreWriter:
         """A writer that appends to the existing store at ``path`` (through a temporary copy,
-        so ``path`` is untouched until ``close()``/``commit()``)."""
+        so ``path`` is untouched until ``close()``/``commit()``). A store in the older "big"
+        bit order is converted in the copy, so old and new codes share one order."""
         path = Path(path)
         attrs = read_store_attrs(path)
-        if "codes" not in attrs["datasets"] or "bits" not in attrs:
-            raise DataError(f"{path} is not a hashkit code store (no 'codes' or no 'bits')")
         self = cls.__new__(cls)
         self.path = path
         self.bits = int(attrs["bits"])
@@ -115,12 +164,19 @@ class StoreWriter:
         self._pending = PendingFile(path, copy_from_target=True)
         try:
             self._f = _h5py().File(self._pending.tmp, "a")
+            for name in ("codes", "ids", "paths", "labels"):
+                if name in self._f and self._f[name].maxshape[0] is not None:
+                    raise DataError(f"{path}: '{name}' is not resizable, cannot append to it")
             for name in ("ids", "paths"):
-                if name not in self._f or self._f[name].maxshape[0] is not None:
-                    raise DataError(f"{path}: '{name}' is missing or not resizable")
+                if name not in self._f:
+                    raise DataError(f"{path} has no '{name}' dataset, cannot append to it")
             self.count = int(self._f["codes"].shape[0])
-            ids = self._f["ids"][...]
+            ids = check_ids(self._f["ids"][...], f"ids in {path}")
             self.next_id = int(ids.max()) + 1 if len(ids) else 0
+            order = _bit_order(self._f.attrs, path)
+            if order != BIT_ORDER:
+                _convert_codes_in_place(self._f["codes"], order)
+                self._f.attrs["bit_order"] = BIT_ORDER
             self._f.attrs["modified"] = _now()
         except BaseException:
             self.abort()
@@ -128,26 +184,27 @@ class StoreWriter:
         return self
 
     def append(self, codes: np.ndarray, ids: np.ndarray, paths=None, labels=None) -> None:
-        """Append a batch: ``codes`` n x nbytes uint8, ``ids`` int64 n, ``paths`` n str, labels
-        int64 n or uint8 n x C (required when the store has labels)."""
-        codes = np.ascontiguousarray(codes, dtype=np.uint8)
-        check_packed(codes, self.bits)
+        """Append a batch: ``codes`` n x nbytes uint8, ``ids`` n distinct integers >= 0 not
+        yet in the store, ``paths`` n str, labels int64 n or uint8 n x C (required when the
+        store has labels)."""
+        codes = np.ascontiguousarray(check_packed(codes, self.bits))
         n = len(codes)
-        ids = np.asarray(ids, dtype=np.int64)
+        ids = check_ids(ids)
         if len(ids) != n:
             raise HashkitError(f"{n} codes but {len(ids)} ids")
+        if n and int(ids.min()) < self.next_id:
+            present = np.isin(ids, self._f["ids"][: self.count])
+            if present.any():
+                raise DataError(
+                    f"id {ids[present][0]} is already in {self.path}: ids must be distinct"
+                )
         paths = [""] * n if paths is None else [str(p) for p in paths]
         if len(paths) != n:
             raise HashkitError(f"{n} codes but {len(paths)} paths")
         if "labels" in self._f:
             if labels is None:
                 raise HashkitError(f"{self.path} has labels: every batch appended needs them")
-            labels = np.asarray(labels, dtype=self._f["labels"].dtype)
-            if labels.shape[1:] != self._f["labels"].shape[1:] or len(labels) != n:
-                raise HashkitError(
-                    f"labels of shape {labels.shape} for {n} codes; the store holds labels of "
-                    f"shape (N, {', '.join(map(str, self._f['labels'].shape[1:]))})"
-                )
+            labels = self._check_batch_labels(labels, n)
         start, end = self.count, self.count + n
         columns = [("codes", codes), ("ids", ids), ("paths", paths)]
         if "labels" in self._f:
@@ -159,6 +216,18 @@ class StoreWriter:
         self.count = end
         if n:
             self.next_id = max(self.next_id, int(ids.max()) + 1)
+
+    def _check_batch_labels(self, labels, n: int) -> np.ndarray:
+        stored = self._f["labels"].shape[1:]
+        # A store of class indices takes one-hot rows as class indices; a multi-hot store
+        # keeps them multi-hot.
+        labels = normalize_labels(labels) if not stored else check_labels(labels)
+        if labels.shape[1:] != stored or len(labels) != n:
+            raise HashkitError(
+                f"labels of shape {labels.shape} for {n} codes; the store holds labels of "
+                f"shape (N, {', '.join(map(str, stored))})"
+            )
+        return labels
 
     def finish(self) -> Path:
         """Close the HDF5 file, leaving it under its temporary name; returns that name."""
@@ -195,6 +264,13 @@ class StoreWriter:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _convert_codes_in_place(ds, from_order: str) -> None:
+    """Rewrite a codes dataset from ``from_order`` into BIT_ORDER, a chunk at a time."""
+    for start in range(0, ds.shape[0], _CHUNK_ROWS):
+        block = ds[start : start + _CHUNK_ROWS]
+        ds[start : start + len(block)] = convert_bit_order(block, from_order)
 
 
 def _create_datasets(f, bits: int, label_width: int | None) -> None:
@@ -247,7 +323,7 @@ def _create_datasets(f, bits: int, label_width: int | None) -> None:
 
 def write_store(path: str | os.PathLike, store: CodeStore) -> Path:
     """Write a whole in-memory store atomically."""
-    labels = store.labels
+    labels = None if store.labels is None else check_labels(store.labels)
     label_width = None if labels is None else (0 if labels.ndim == 1 else labels.shape[1])
     with StoreWriter(
         path,
@@ -260,24 +336,99 @@ def write_store(path: str | os.PathLike, store: CodeStore) -> Path:
     return Path(path)
 
 
-def read_store_attrs(path: str | os.PathLike) -> dict:
-    """The attributes and dataset shapes of a store, without reading the codes."""
-    h5py = _h5py()
-    path = Path(path)
+# ---------------------------------------------------------------------------------------
+# Reading: the layout is checked before any data is read, the values as they are read.
+
+
+def _open(path: Path):
     if not path.is_file():
         raise DataError(f"code store not found: {path}")
     try:
-        with h5py.File(path, "r") as f:
-            attrs = {k: _plain(v) for k, v in f.attrs.items()}
-            attrs["datasets"] = {name: tuple(f[name].shape) for name in f.keys()}
+        return _h5py().File(path, "r")
     except OSError as exc:
         raise DataError(f"not an HDF5 code store: {path} ({exc})") from None
+
+
+def _check_layout(f, path: Path) -> tuple[int, str]:
+    """The ``bits`` and bit order of an open store, after checking its datasets' kinds,
+    dtypes and shapes and its attributes; raises DataError naming ``path``."""
+    h5py = _h5py()
+
+    def dataset(name: str):
+        ds = f.get(name)
+        if ds is not None and not isinstance(ds, h5py.Dataset):
+            raise DataError(f"{path}: '{name}' is a group, not a dataset")
+        return ds
+
+    codes = dataset("codes")
+    if codes is None:
+        raise DataError(f"{path} has no 'codes' dataset: not a code store")
+    if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] == 0:
+        raise DataError(f"{path}: 'codes' must be uint8 N x bytes, got {codes.dtype} {codes.shape}")
+    n, nbytes = codes.shape
+    if "bits" not in f.attrs:
+        raise DataError(f"{path} has no 'bits' attribute: how many bits does a code hold?")
+    bits = _plain(f.attrs["bits"])
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
+        raise DataError(f"{path}: attribute bits must be an integer, got {bits!r}")
+    if bits < 1 or code_bytes(bits) != nbytes:
+        raise DataError(
+            f"{path}: attribute bits={bits} does not fit 'codes' of {nbytes} byte(s) per code "
+            f"({8 * nbytes - 7}..{8 * nbytes} bits)"
+        )
+    order = _bit_order(f.attrs, path)
+    ids, paths, labels = dataset("ids"), dataset("paths"), dataset("labels")
+    if ids is not None and (ids.dtype.kind not in "iu" or ids.shape != (n,)):
+        raise DataError(f"{path}: 'ids' must be {n} integers, got {ids.dtype} {ids.shape}")
+    if paths is not None and (h5py.check_string_dtype(paths.dtype) is None or paths.shape != (n,)):
+        raise DataError(f"{path}: 'paths' must be {n} strings, got {paths.dtype} {paths.shape}")
+    if labels is not None and (
+        labels.dtype.kind not in "biuf" or labels.ndim not in (1, 2) or labels.shape[0] != n
+    ):
+        raise DataError(
+            f"{path}: 'labels' must be {n} class indices or {n} x C multi-hot, "
+            f"got {labels.dtype} {labels.shape}"
+        )
+    return int(bits), order
+
+
+def _bit_order(attrs, path: Path) -> str:
+    """The bit order a store's attributes declare: "big" when absent (the older layout)."""
+    order = _plain(attrs.get("bit_order", "big"))
+    if order not in BIT_ORDERS:
+        raise DataError(f"{path}: attribute bit_order must be one of {BIT_ORDERS}, got {order!r}")
+    return order
+
+
+def _class_names(attrs: dict, path: Path) -> list[str] | None:
+    if "class_names" not in attrs:
+        return None
+    try:
+        names = json.loads(attrs["class_names"])
+    except (TypeError, ValueError):
+        names = None
+    if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+        raise DataError(f"{path}: attribute class_names must be a JSON list of strings")
+    return names
+
+
+def read_store_attrs(path: str | os.PathLike) -> dict:
+    """The attributes and dataset shapes of a store, without reading the codes; the layout
+    is checked as :func:`read_store` checks it."""
+    path = Path(path)
+    with _open(path) as f:
+        try:
+            _check_layout(f, path)
+            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            attrs["datasets"] = {name: tuple(f[name].shape) for name in f.keys()}
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"{path}: cannot read the code store ({exc})") from None
     return attrs
 
 
 def _plain(value):
     if isinstance(value, bytes):
-        return value.decode("utf-8")
+        return value.decode("utf-8", errors="replace")
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -295,59 +446,46 @@ def read_store(
 
     ``codes=False`` or ``paths=False`` skip those datasets (the store's ``codes`` is then a
     ``0 x nbytes`` array, ``paths`` empty): a searcher needs only ids and paths, an index
-    build only codes and ids. ``rows`` reads a slice of the rows.
+    build only codes and ids. ``rows`` reads a slice of the rows. Codes come back in
+    FAISS's bit order whatever order the file holds; ``N x 1`` labels as N class indices.
     """
-    h5py = _h5py()
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"code store not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DataError(f"not an HDF5 code store: {path} ({exc})") from None
     rows = rows if rows is not None else slice(None)
-    with f:
-        if "codes" not in f:
-            raise DataError(f"{path} has no 'codes' dataset: not a code store")
-        ds = f["codes"]
-        if ds.ndim != 2:
-            raise DataError(f"{path}: 'codes' must be 2-d N x bytes, got shape {ds.shape}")
-        nbytes = ds.shape[1]
-        bits = int(f.attrs["bits"]) if "bits" in f.attrs else 8 * nbytes
-        if code_bytes(bits) != nbytes:
-            raise DataError(
-                f"{path}: attribute bits={bits} needs {code_bytes(bits)} bytes per code, "
-                f"'codes' has {nbytes}"
+    with _open(path) as f:
+        try:
+            bits, order = _check_layout(f, path)
+            ds = f["codes"]
+            nbytes = ds.shape[1]
+            start, stop, _ = rows.indices(ds.shape[0])
+            n = max(0, stop - start)
+            xb = (
+                np.asarray(ds[start:stop], dtype=np.uint8)
+                if codes
+                else np.zeros((0, nbytes), dtype=np.uint8)
             )
-        start, stop, _ = rows.indices(ds.shape[0])
-        n = max(0, stop - start)
-        xb = (
-            np.asarray(ds[start:stop], dtype=np.uint8)
-            if codes
-            else np.zeros((0, nbytes), dtype=np.uint8)
-        )
-        ids = (
-            np.asarray(f["ids"][start:stop], dtype=np.int64)
-            if "ids" in f
-            else np.arange(start, start + n, dtype=np.int64)
-        )
-        if not paths:
-            names = []
-        elif "paths" in f:
-            names = [_plain(p) for p in f["paths"][start:stop]]
-        else:
-            names = [""] * n
-        labels = np.asarray(f["labels"][start:stop]) if "labels" in f else None
-        attrs = {k: _plain(v) for k, v in f.attrs.items()}
-    if len(ids) != n or (paths and len(names) != n):
-        raise DataError(f"{path}: {n} codes but {len(ids)} ids and {len(names)} paths")
+            ids = (
+                f["ids"][start:stop] if "ids" in f else np.arange(start, start + n, dtype=np.int64)
+            )
+            if not paths:
+                names = []
+            elif "paths" in f:
+                names = [_plain(p) for p in f["paths"][start:stop]]
+            else:
+                names = [""] * n
+            labels = f["labels"][start:stop] if "labels" in f else None
+            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"{path}: cannot read the code store ({exc})") from None
+    ids = check_ids(ids, f"ids in {path}")
+    if codes:
+        try:
+            xb = check_packed(convert_bit_order(xb, order), bits, f"codes in {path}")
+        except HashkitError as exc:
+            raise DataError(str(exc)) from None
     if labels is not None:
-        if len(labels) != n or labels.ndim not in (1, 2):
-            raise DataError(f"{path}: labels of shape {labels.shape} do not match {n} codes")
-        labels = labels.astype(np.int64) if labels.ndim == 1 else labels.astype(np.uint8)
+        labels = check_labels(labels, f"labels in {path}")
     elif require_labels:
         raise DataError(f"{path} has no 'labels' dataset: cannot compute retrieval metrics")
-    class_names = json.loads(attrs["class_names"]) if "class_names" in attrs else None
     return CodeStore(
         codes=xb,
         ids=ids,
@@ -355,14 +493,14 @@ def read_store(
         paths=names,
         labels=labels,
         fingerprint=str(attrs.get("model_fingerprint", "")),
-        class_names=class_names,
+        class_names=_class_names(attrs, path),
         attrs=attrs,
     )
 
 
 def store_count(path: str | os.PathLike) -> int:
     """Number of codes in a store, without reading them."""
-    return int(read_store_attrs(path)["datasets"].get("codes", (0,))[0])
+    return int(read_store_attrs(path)["datasets"]["codes"][0])
 
 
 def describe_store(path: str | os.PathLike) -> dict:
@@ -370,21 +508,26 @@ def describe_store(path: str | os.PathLike) -> dict:
     path = Path(path)
     attrs = read_store_attrs(path)
     shapes = attrs.pop("datasets")
-    if "codes" not in shapes:
-        raise DataError(f"{path} has no 'codes' dataset: not a code store")
     labels = shapes.get("labels")
     return {
         "kind": "code store",
         "path": str(path),
-        "bits": int(attrs.get("bits", 8 * shapes["codes"][1])),
+        "bits": int(attrs["bits"]),
         "count": int(shapes["codes"][0]),
         "bytes_per_code": int(shapes["codes"][1]),
+        "bit_order": _bit_order(attrs, path),
         "labels": (
             None
             if labels is None
-            else ("int64 N" if len(labels) == 1 else f"uint8 N x {labels[1]} multi-hot")
+            else (
+                "int64 N"
+                if len(labels) == 1 or labels[1] == 1
+                else f"uint8 N x {labels[1]} multi-hot"
+            )
         ),
         "model_fingerprint": str(attrs.get("model_fingerprint", "")),
         "file_size": path.stat().st_size,
-        "attributes": {k: v for k, v in attrs.items() if k not in ("bits", "model_fingerprint")},
+        "attributes": {
+            k: v for k, v in attrs.items() if k not in ("bits", "bit_order", "model_fingerprint")
+        },
     }

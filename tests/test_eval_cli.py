@@ -33,6 +33,7 @@ def write_hashkit_store(path, seed, n, bits, multi=False):
 def write_plain_h5(path, codes, labels=None, bits=None):
     with h5py.File(path, "w") as f:
         f["codes"] = codes
+        f.attrs["bit_order"] = "little"  # the codes come from pack_codes
         if labels is not None:
             f["labels"] = labels
         if bits is not None:
@@ -84,10 +85,12 @@ def test_eval_reads_stores_written_with_plain_h5py_and_plots(tmp_path):
         (lambda q, lq: (q, None, 12), lambda b, lb: (b, lb, 12), "no 'labels'"),
         (lambda q, lq: (q, lq, 12), lambda b, lb: (b[:, :1], lb, 8), "bits disagree"),
         (
-            lambda q, lq: (q, np.eye(3, dtype=np.uint8)[lq], 12),
+            lambda q, lq: (q, np.ones((len(lq), 3), dtype=np.uint8), 12),
             lambda b, lb: (b, lb, 12),
-            "label shapes disagree",
+            "are multi-hot (N x 3) but",
         ),
+        (lambda q, lq: (q, lq.astype(float) + 0.5, 12), lambda b, lb: (b, lb, 12), "whole"),
+        (lambda q, lq: (q, lq, 12), lambda b, lb: (b, np.full((50, 3), 0.5), 12), "0 or 1"),
         (lambda q, lq: (q[:0], lq[:0], 12), lambda b, lb: (b, lb, 12), "holds no codes"),
         (lambda q, lq: (q, lq, 20), lambda b, lb: (b, lb, 12), "bits=20"),
     ],
@@ -108,3 +111,31 @@ def test_eval_missing_file_is_one_error_line(tmp_path):
     result = invoke(tmp_path / "nope.h5", tmp_path / "nope2.h5")
     assert result.exit_code == 1
     assert "not found" in result.output
+
+
+def test_eval_reads_n_x_1_labels_as_class_indices(tmp_path):
+    q, lq = codes_and_labels(5, 20, 12)
+    b, lb = codes_and_labels(6, 300, 12)
+    write_plain_h5(tmp_path / "q.h5", q, lq[:, None], bits=12)
+    write_plain_h5(tmp_path / "b.h5", b, lb[:, None], bits=12)
+    result = invoke(tmp_path / "q.h5", tmp_path / "b.h5", "--json")
+    assert result.exit_code == 0, result.output
+    expected = metrics.mean_average_precision(q, b, lq, lb, 12)
+    assert expected < 0.9
+    assert json.loads(result.output)["map"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("k", [str(2**63), "0", "-5", "2.5"])
+def test_eval_absurd_top_k_is_a_usage_error(tmp_path, k):
+    write_hashkit_store(tmp_path / "q.h5", 1, 10, 12)
+    write_hashkit_store(tmp_path / "b.h5", 2, 40, 12)
+    result = invoke(tmp_path / "q.h5", tmp_path / "b.h5", "--top-k", k)
+    assert result.exit_code == 2
+    assert "Invalid value for '--top-k'" in result.output
+
+
+def test_bench_absurd_top_k_is_a_usage_error_before_any_training():
+    _registered()
+    result = CliRunner().invoke(cli, ["bench", "--bits", "8", "--top-k", str(2**63)])
+    assert result.exit_code == 2
+    assert "Invalid value for '--top-k'" in result.output

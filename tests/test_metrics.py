@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hashkit import metrics
-from hashkit.codes import pack_codes
+from hashkit.codes import pack_codes, unpack_codes
 from hashkit.errors import HashkitError, MismatchError
 
 # ---------------------------------------------------------------------------------------
@@ -14,8 +14,8 @@ from hashkit.errors import HashkitError, MismatchError
 
 
 def slow_distances(xq, xb, bits):
-    uq = np.unpackbits(xq, axis=1, count=bits)
-    ub = np.unpackbits(xb, axis=1, count=bits)
+    uq = unpack_codes(xq, bits)
+    ub = unpack_codes(xb, bits)
     return np.array([[int(np.sum(a != b)) for b in ub] for a in uq])
 
 
@@ -262,11 +262,121 @@ def test_bad_inputs_raise_clear_errors():
     xq, xb, lq, lb = make_data(11, 3, 10, 8)
     with pytest.raises(MismatchError, match="labels"):
         metrics.mean_average_precision(xq, xb, lq[:2], lb, 8)
+    two_labels = np.ones((3, 4), dtype=np.uint8)
     with pytest.raises(MismatchError, match="multi-hot"):
-        metrics.mean_average_precision(xq, xb, np.eye(4, dtype=np.uint8)[lq], lb, 8)
+        metrics.mean_average_precision(xq, xb, two_labels, lb, 8)
     with pytest.raises(MismatchError, match="codes"):
         metrics.mean_average_precision(xq, xb, lq, lb, 16)
     with pytest.raises(HashkitError, match="no database"):
         metrics.mean_average_precision(xq, xb[:0], lq, lb[:0], 8)
     with pytest.raises(HashkitError, match="normaliser"):
         metrics.mean_average_precision(xq, xb, lq, lb, 8, 5, tie_aware=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Entry validation: codes, labels and k are checked before any metric is computed.
+
+
+def _every_metric(xq, xb, lq, lb, bits, **kw):
+    """Call each public metric once (a generator, so each call raises on its own)."""
+    yield lambda: metrics.average_precision(xq, xb, lq, lb, bits, **kw)
+    yield lambda: metrics.mean_average_precision(xq, xb, lq, lb, bits, **kw)
+    yield lambda: metrics.mean_average_precision(xq, xb, lq, lb, bits, tie_aware=True, **kw)
+    yield lambda: metrics.precision_at_k(xq, xb, lq, lb, bits, [5], **kw)
+    yield lambda: metrics.recall_at_k(xq, xb, lq, lb, bits, [5], **kw)
+    yield lambda: metrics.precision_recall_curve(xq, xb, lq, lb, bits, **kw)
+    yield lambda: metrics.precision_within_radius(xq, xb, lq, lb, bits, **kw)
+    yield lambda: metrics.evaluate_retrieval(xq, xb, lq, lb, bits, **kw)
+
+
+@pytest.mark.parametrize("side", ["query", "database"])
+def test_a_set_padding_bit_is_refused_by_every_metric(side):
+    xq, xb, lq, lb = make_data(5, 6, 40, 12)
+    dirty = (xq if side == "query" else xb).copy()
+    dirty[2, -1] |= 0x80  # bit 15 of a 12-bit code
+    args = (dirty, xb) if side == "query" else (xq, dirty)
+    for call in _every_metric(*args, lq, lb, 12):
+        with pytest.raises(MismatchError, match="padding"):
+            call()
+    with pytest.raises(MismatchError, match="padding"):
+        metrics.hamming_distance_matrix(*args, 12)
+
+
+def test_float_or_signed_codes_are_refused_not_cast():
+    xq, xb, lq, lb = make_data(5, 6, 40, 16)
+    for bad in (xq.astype(np.float64), xq.astype(np.int16), np.where(xq > 0, np.nan, 0.0)):
+        for call in _every_metric(bad, xb, lq, lb, 16):
+            with pytest.raises(MismatchError, match="uint8"):
+                call()
+
+
+def test_n_x_1_labels_are_class_indices_not_one_concept_multi_hot():
+    xq, xb, lq, lb = make_data(6, 20, 200, 16, n_classes=6)
+    expected = metrics.mean_average_precision(xq, xb, lq, lb, 16)
+    assert expected < 0.9
+    column = metrics.mean_average_precision(xq, xb, lq[:, None], lb[:, None], 16)
+    assert column == pytest.approx(expected, rel=1e-12)
+    assert metrics.evaluate_retrieval(xq, xb, lq[:, None], lb[:, None], 16)["map"] == (
+        pytest.approx(expected, rel=1e-12)
+    )
+
+
+def test_one_hot_labels_score_as_class_indices_and_take_the_single_label_k():
+    xq, xb, lq, lb = make_data(7, 10, 80, 16)
+    one_hot_q, one_hot_b = np.eye(4, dtype=np.uint8)[lq], np.eye(4, dtype=np.uint8)[lb]
+    expected = metrics.evaluate_retrieval(xq, xb, lq, lb, 16)
+    for pair in ((one_hot_q, one_hot_b), (one_hot_q, lb), (lq, one_hot_b.astype(bool))):
+        got = metrics.evaluate_retrieval(xq, xb, *pair, 16)
+        assert got["map"] == pytest.approx(expected["map"], rel=1e-12)
+        assert got["tie_aware_map"] == pytest.approx(expected["tie_aware_map"], rel=1e-12)
+    assert metrics.protocol_top_k(one_hot_b) == metrics.protocol_top_k(lb) == 1000
+    assert metrics.protocol_top_k(np.ones((5, 3), dtype=np.uint8)) == 5000
+
+
+@pytest.mark.parametrize(
+    "bad_labels,message",
+    [
+        (lambda lq: np.where(np.arange(len(lq)) == 1, np.nan, lq), "whole numbers"),
+        (lambda lq: lq + 0.5, "whole numbers"),
+        (lambda lq: lq - 10, ">= 0"),
+        (lambda lq: np.full((len(lq), 4), 0.5), "0 or 1"),
+        (lambda lq: np.eye(4)[lq] * 2, "0 or 1"),
+        (lambda lq: lq.astype(str), "numbers"),
+        (lambda lq: lq[:, None, None], "shape"),
+    ],
+)
+def test_nan_fractional_negative_and_half_labels_are_refused(bad_labels, message):
+    xq, xb, lq, lb = make_data(8, 6, 30, 8)
+    for call in _every_metric(xq, xb, bad_labels(lq), lb, 8):
+        with pytest.raises(HashkitError, match=message):
+            call()
+    with pytest.raises(HashkitError, match=message):
+        metrics.relevance_matrix(bad_labels(lq), lb)
+    with pytest.raises(HashkitError, match=message):
+        metrics.protocol_top_k(bad_labels(lq))
+
+
+@pytest.mark.parametrize("k", [0, 2**31, 2**63, 2**70, 2.5, float("nan"), True, "10"])
+def test_absurd_or_non_integer_k_is_a_clear_error(k):
+    xq, xb, lq, lb = make_data(9, 4, 30, 8)
+    calls = [
+        lambda: metrics.mean_average_precision(xq, xb, lq, lb, 8, k),
+        lambda: metrics.precision_at_k(xq, xb, lq, lb, 8, [k]),
+        lambda: metrics.evaluate_retrieval(xq, xb, lq, lb, 8, top_k=[k]),
+    ]
+    for call in calls:
+        with pytest.raises(HashkitError, match="k must be"):
+            call()
+
+
+def test_the_largest_k_ranks_the_whole_database():
+    xq, xb, lq, lb = make_data(9, 4, 30, 8)
+    whole = metrics.mean_average_precision(xq, xb, lq, lb, 8)
+    assert metrics.mean_average_precision(xq, xb, lq, lb, 8, metrics.MAX_K) == whole
+
+
+@pytest.mark.parametrize("bits", [0, -1, 8.0, True])
+def test_bits_must_be_a_positive_integer(bits):
+    xq, xb, lq, lb = make_data(9, 4, 30, 8)
+    with pytest.raises(HashkitError, match="bits"):
+        metrics.mean_average_precision(xq, xb, lq, lb, bits)

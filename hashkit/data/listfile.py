@@ -2,8 +2,9 @@
 ImageNet-100: one image per line, ``relative/path.jpg l1 l2 ... lC``, the labels 0/1 multi-hot.
 
 Paths are relative to an image root (the list file's folder unless given) and may not contain
-whitespace; blank lines are skipped. Labels are kept multi-hot (uint8 ``N x C``) even when every
-row has exactly one 1, so that relevance is "shares at least one label" throughout.
+whitespace; blank lines are skipped. Labels stay multi-hot (uint8 ``N x C``), except when every
+row has exactly one 1 (one-hot, as ImageNet-100's lists): that is single-label data, loaded as
+int64 class indices (column j is class j), so the protocol's mAP@k is the single-label one.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import numpy as np
 
 from hashkit.data.base import Dataset
 from hashkit.errors import DataError
+from hashkit.labels import normalize_labels
 
 
 def read_list_file(path: str) -> tuple[list[str], np.ndarray]:
-    """The relative paths (``N``) and multi-hot labels (uint8 ``N x C``) of a list file."""
+    """The relative paths (``N``) and multi-hot labels (uint8 ``N x C``) of a list file, as
+    written (:func:`load_list_file` turns one-hot labels into class indices)."""
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
@@ -56,7 +59,8 @@ def load_list_file(
     """A Dataset of the images a list file names, in the file's order, with paths joined to
     ``root`` (default: the list file's folder). Only the first image is checked to exist, to
     catch a wrong root early; unreadable images raise DataError when loaded.
-    ``class_names`` defaults to the concept indices "0" .. "C-1"."""
+    ``class_names`` defaults to the concept indices "0" .. "C-1". One-hot labels (every row
+    exactly one 1) come back as int64 class indices, others as uint8 multi-hot."""
     rel_paths, labels = read_list_file(path)
     image_root = os.path.abspath(root if root is not None else os.path.dirname(path))
     paths = [os.path.join(image_root, p) for p in rel_paths]
@@ -72,6 +76,7 @@ def load_list_file(
         raise DataError(f"list file {path}: {n_classes} labels, {len(class_names)} class names")
     if name is None:
         name = os.path.splitext(os.path.basename(path))[0]
+    labels = normalize_labels(labels, f"labels of {path}")
     return Dataset(
         images=None, paths=paths, labels=labels, class_names=list(class_names), name=name
     )

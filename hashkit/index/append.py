@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hashkit.errors import DataError
+from hashkit.codes import BIT_ORDER
+from hashkit.errors import DataError, MismatchError
 from hashkit.index.compat import check_alignment, check_compatible
 from hashkit.index.sidecar import prepare_index_files, read_index
 
@@ -49,6 +50,12 @@ class IndexAppender:
         self.index, self.info = read_index(self.index_path)
         if self.info.store is None:
             raise DataError(f"{index_path} has no sidecar naming its code store")
+        if self.info.bit_order != BIT_ORDER:
+            raise MismatchError(
+                f"{index_path} holds codes in the older '{self.info.bit_order}' bit order: "
+                f"rebuild it with `hashkit build-index {self.info.store} {index_path}` "
+                "before adding to it"
+            )
         store = read_store(self.info.store, codes=False)
         check_compatible(
             bits_a=self.info.bits,

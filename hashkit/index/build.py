@@ -19,6 +19,7 @@ import numpy as np
 
 from hashkit.codes import check_packed, code_bytes
 from hashkit.errors import DataError, HashkitError, MismatchError
+from hashkit.store import check_ids
 
 INDEX_TYPES = ("flat", "ivf", "hnsw", "multihash")
 
@@ -91,7 +92,8 @@ def build_index(
     add_batch: int = 1 << 20,
     progress: Callable | None = None,
 ):
-    """A FAISS binary index holding ``codes`` (N x ceil(bits/8) uint8) under ``ids`` (int64 N).
+    """A FAISS binary index holding ``codes`` (N x ceil(bits/8) uint8, FAISS's bit order, see
+    :mod:`hashkit.codes`) under ``ids`` (N distinct integers >= 0).
 
     ``index_type`` is one of INDEX_TYPES (see the module docstring), or ``factory`` gives any
     ``faiss.index_binary_factory`` string (an index that cannot take ids is wrapped in an
@@ -100,9 +102,8 @@ def build_index(
     of ``add_batch``.
     """
     faiss = _faiss()
-    codes = np.ascontiguousarray(codes, dtype=np.uint8)
-    check_packed(codes, bits)
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    codes = np.ascontiguousarray(check_packed(codes, bits))
+    ids = np.ascontiguousarray(check_ids(ids))
     if len(ids) != len(codes):
         raise HashkitError(f"{len(codes)} codes but {len(ids)} ids")
     if len(codes) == 0:
@@ -216,8 +217,9 @@ def index_ids(index) -> np.ndarray | None:
 
 def search(index, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """k nearest codes by Hamming distance: ``D`` int32 nq x k, ``I`` int64 nq x k (-1 = none)."""
-    xq = np.ascontiguousarray(xq, dtype=np.uint8)
+    xq = np.asarray(xq)
     if xq.ndim != 2 or xq.shape[1] * 8 != index.d:
         raise MismatchError(f"query codes of shape {xq.shape} for an index of d={index.d} bits")
+    xq = np.ascontiguousarray(check_packed(xq, index.d, "query codes"))
     k = max(1, min(k, index.ntotal))
     return index.search(xq, k)

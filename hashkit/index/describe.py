@@ -24,6 +24,7 @@ def describe_index(path: str | os.PathLike) -> dict:
         "kind": "index",
         "path": str(path),
         "bits": info.bits,
+        "bit_order": info.bit_order,
         "count": int(index.ntotal),
         "type": index_type_of(index),
         "params": {k: v for k, v in index_params(index).items() if k != "type"},

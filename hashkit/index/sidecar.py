@@ -4,13 +4,16 @@ writing an index with it.
 Beside ``out.faiss`` hashkit writes ``out.faiss.json``::
 
     {"format": "hashkit-index", "hashkit_version": "...", "bits": 32, "count": N,
-     "type": "ivf", "params": {"nlist": 316, "nprobe": 8}, "factory": "BIVF316",
+     "bit_order": "little", "type": "ivf", "params": {"nlist": 316, "nprobe": 8},
+     "factory": "BIVF316",
      "store": "out.h5", "store_uuid": "...", "model": "/abs/model.pt",
      "model_fingerprint": "<sha256 of the bundle>"}
 
 ``store`` is relative to the index's folder when it lies below it. ``params`` holds the search
 defaults (nprobe, ef_search, nflip), applied by ``read_index`` since FAISS does not keep all of
 them in the file. ``count`` is the number of codes in the index when the sidecar was written.
+``bit_order`` is the order of the codes in the index (:mod:`hashkit.codes`); a sidecar
+without it belongs to an index built from codes in the older "big" order.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from hashkit import __version__
 from hashkit.atomic import PendingFile
-from hashkit.codes import code_bytes
+from hashkit.codes import BIT_ORDER, BIT_ORDERS, code_bytes
 from hashkit.errors import DataError, MismatchError
 from hashkit.index.build import (
     _faiss,
@@ -47,6 +50,7 @@ class IndexInfo:
     params: dict = field(default_factory=dict)
     store_uuid: str = ""
     factory: str = ""
+    bit_order: str = BIT_ORDER
 
 
 def sidecar_path(index_path: str | os.PathLike) -> Path:
@@ -62,6 +66,7 @@ def _sidecar(
         "hashkit_version": __version__,
         "bits": int(bits),
         "count": int(index.ntotal),
+        "bit_order": BIT_ORDER,
         "type": params.pop("type"),
         "params": params,
         "store": _relative_to(store, path.parent),
@@ -178,7 +183,12 @@ def read_index(path: str | os.PathLike):
         count=int(meta.get("count", index.ntotal)),
         params=meta.get("params", {}),
         store_uuid=meta.get("store_uuid", ""),
+        # No sidecar: a plain FAISS index, in FAISS's order. A sidecar without the key: an
+        # index hashkit built before it packed codes in FAISS's order.
+        bit_order=meta.get("bit_order", "big" if side.is_file() else BIT_ORDER),
     )
+    if info.bit_order not in BIT_ORDERS:
+        raise DataError(f"{side}: bit_order must be one of {BIT_ORDERS}, got {info.bit_order!r}")
     if 8 * code_bytes(info.bits) != index.d:
         raise MismatchError(f"{path}: sidecar says {info.bits} bits, the index has d={index.d}")
     set_search_params(
