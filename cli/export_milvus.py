@@ -12,7 +12,12 @@ from hashkit.cli.progress import progress_factory
 
 @click.group("export")
 def export_group() -> None:
-    """Export a code store into another search engine."""
+    """Export a code store into another search engine.
+
+    \b
+    Examples:
+      hashkit export milvus out.h5 --uri codes.db --collection images
+    """
 
 
 @export_group.command("milvus")
