@@ -169,19 +169,24 @@ def plot(path: Path, rows: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_q, ax_b) = plt.subplots(1, 2, figsize=(11, 4))
-    for bits in sorted({r["bits"] for r in rows}):
+    engines = (
+        ("faiss_qps_1_thread", "FAISS flat, 1 thread", "tab:blue"),
+        ("faiss_qps_all_threads", "FAISS flat, all threads", "tab:cyan"),
+        ("milvus_qps", "Milvus Lite BIN_FLAT", "tab:red"),
+    )
+    for bits, style in zip(sorted({r["bits"] for r in rows}), ("o-", "s--", "^:")):
         sub = [r for r in rows if r["bits"] == bits]
         n = [r["n"] for r in sub]
-        for key, label, style in (
-            ("faiss_qps_1_thread", "FAISS flat, 1 thread", "o-"),
-            ("faiss_qps_all_threads", "FAISS flat, all threads", "s--"),
-            ("milvus_qps", "Milvus Lite BIN_FLAT", "^-"),
-        ):
+        for key, label, colour in engines:
             med = np.array([r[key]["median"] for r in sub])
             err = [med - [r[key]["min"] for r in sub], [r[key]["max"] for r in sub] - med]
-            ax_q.errorbar(n, med, yerr=err, fmt=style, capsize=3, label=f"{label}, {bits} bits")
-        ax_b.plot(n, [r["faiss_build_s"] for r in sub], "o-", label=f"FAISS build, {bits} bits")
-        ax_b.plot(n, [r["milvus_export_s"] for r in sub], "^-", label=f"Milvus export, {bits} bits")
+            ax_q.errorbar(
+                n, med, yerr=err, fmt=style, color=colour, capsize=3, label=f"{label}, {bits} bits"
+            )
+        ax_b.plot(n, [r["faiss_build_s"] for r in sub], style, color="tab:blue",
+                  label=f"FAISS flat build, {bits} bits")  # fmt: skip
+        ax_b.plot(n, [r["milvus_export_s"] for r in sub], style, color="tab:red",
+                  label=f"hashkit export milvus (Lite), {bits} bits")  # fmt: skip
     for ax in (ax_q, ax_b):
         ax.set_xscale("log")
         ax.set_yscale("log")
