@@ -5,6 +5,7 @@ from hashkit.cli.bench import bench_command
 from hashkit.cli.encode import encode_command
 from hashkit.cli.eval import eval_command
 from hashkit.cli.export import export_images_command
+from hashkit.cli.export_milvus import export_group
 from hashkit.cli.index import build_index_command
 from hashkit.cli.info import info_command
 from hashkit.cli.search import search_command
@@ -20,4 +21,5 @@ COMMANDS: list = [
     bench_command,
     eval_command,
     export_images_command,
+    export_group,
 ]

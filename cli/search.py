@@ -20,7 +20,9 @@ def gpu_option(func):
 
 
 @click.command("search")
-@click.argument("index_path", metavar="INDEX", type=click.Path(exists=True, dir_okay=False))
+@click.argument(
+    "index_path", metavar="[INDEX]", type=click.Path(exists=True, dir_okay=False), required=False
+)
 @click.argument(
     "queries",
     metavar="[QUERY_IMAGE...]",
@@ -61,11 +63,19 @@ def gpu_option(func):
     default=None,
     help="Write results to this file (atomically) instead of stdout.",
 )
+@click.option(
+    "--milvus",
+    "milvus_uri",
+    metavar="URI",
+    default=None,
+    help="Search this Milvus (a Lite .db file or a server URI) instead of a FAISS INDEX.",
+)
+@click.option("--collection", default=None, help="Milvus collection (with --milvus).")
 @gpu_option
 @device_option
 def search_command(
     index_path, queries, codes_path, k, model, nprobe, ef_search, nflip, as_json, fmt, out_path,
-    gpu, device,
+    milvus_uri, collection, gpu, device,
 ):  # fmt: skip
     """Find the stored images nearest (in Hamming distance) to each query.
 
@@ -78,18 +88,28 @@ def search_command(
       hashkit search out.faiss query.png
       hashkit search out.faiss a.jpg b.jpg -k 5 --json
       hashkit search out.faiss --codes queries.h5 -k 100 --format csv --out results.csv
+      hashkit search --milvus codes.db --collection images query.png   (no INDEX)
     """
     from hashkit.errors import HashkitError
     from hashkit.index import set_search_params
     from hashkit.search import Searcher
 
+    if milvus_uri:
+        queries = (index_path,) * bool(index_path) + queries  # no INDEX: all are queries
+    elif index_path is None:
+        raise click.UsageError("Missing argument 'INDEX' (or --milvus URI --collection NAME).")
     if bool(queries) == bool(codes_path):
         raise HashkitError("give query images or --codes FILE (one of the two)")
     fmt = fmt or ("jsonl" if as_json else "text")
-    searcher = Searcher(index_path, model, device=device, gpu=gpu)
-    if searcher.alignment.warning():
-        click.echo(f"hashkit: warning: {searcher.alignment.warning()}", err=True)
-    set_search_params(searcher.search_index, nprobe=nprobe, ef_search=ef_search, nflip=nflip)
+    if milvus_uri:
+        searcher = _milvus_searcher(
+            milvus_uri, collection, model, device, nprobe, ef_search, nflip, gpu
+        )
+    else:
+        searcher = Searcher(index_path, model, device=device, gpu=gpu)
+        if searcher.alignment.warning():
+            click.echo(f"hashkit: warning: {searcher.alignment.warning()}", err=True)
+        set_search_params(searcher.search_index, nprobe=nprobe, ef_search=ef_search, nflip=nflip)
     if codes_path:
         batches = searcher.search_store(codes_path, k)
     else:
@@ -101,6 +121,28 @@ def search_command(
 
     with atomic_path(out_path) as tmp, open(tmp, "w", newline="") as f:
         _write(f, batches, fmt, codes_path is not None)
+
+
+def _milvus_searcher(uri, collection, model, device, nprobe, ef_search, nflip, gpu):
+    """A MilvusSearcher closed when the command ends; FAISS-only options are refused."""
+    import os
+
+    from hashkit.milvus_search import MilvusSearcher
+
+    if collection is None:
+        raise click.UsageError("--milvus needs --collection NAME")
+    if ef_search is not None or nflip is not None or gpu:
+        raise click.UsageError("--ef-search, --nflip and --gpu are FAISS options, not --milvus's")
+    searcher = MilvusSearcher(
+        uri,
+        collection,
+        model,
+        device=device,
+        nprobe=nprobe,
+        token=os.environ.get("MILVUS_TOKEN", ""),
+    )
+    click.get_current_context().call_on_close(searcher.close)
+    return searcher
 
 
 def _write(f, batches, fmt: str, with_ids: bool) -> None:

@@ -189,30 +189,45 @@ class Searcher:
     ) -> Iterator[tuple[np.ndarray, list[str], list[list[Hit]]]]:
         """Batch search with the codes of a code store (``.h5``) or a ``.npy`` array of packed
         codes as queries; yields ``(query ids int64 n, query paths n, hits)`` per batch."""
-        path = Path(path)
-        if path.suffix == ".npy":
-            xq = _load_npy_codes(path, self.bits)
-            for s in range(0, len(xq), batch_size):
-                batch = np.asarray(xq[s : s + batch_size])
-                ids = np.arange(s, s + len(batch), dtype=np.int64)
-                yield ids, [""] * len(batch), self.search_codes(batch, k)
-            return
-        from hashkit.store import store_count
+        for ids, paths, codes in iter_query_codes(
+            path, self.bits, self.fingerprint, str(self.index_path), batch_size
+        ):
+            yield ids, paths, self.search_codes(codes, k)
 
-        n = store_count(path)
-        for s in range(0, max(n, 1), batch_size):
-            queries = read_store(path, rows=slice(s, s + batch_size))
-            if s == 0:
-                check_compatible(
-                    bits_a=queries.bits,
-                    bits_b=self.bits,
-                    what_a=f"query codes {path}",
-                    what_b=str(self.index_path),
-                    fingerprint_a=queries.fingerprint,
-                    fingerprint_b=self.fingerprint,
-                )
-            if len(queries):
-                yield queries.ids, queries.paths, self.search_codes(queries.codes, k)
+
+def iter_query_codes(
+    path: str | os.PathLike,
+    bits: int,
+    fingerprint: str,
+    what: str,
+    batch_size: int = 10000,
+) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
+    """Query codes of a code store (``.h5``) or a ``.npy`` array of packed codes, checked
+    against the searched codes' ``bits`` and model ``fingerprint`` (``what`` names them in
+    errors); yields ``(query ids int64 n, query paths n, codes uint8 n x ceil(bits/8))``."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        xq = _load_npy_codes(path, bits)
+        for s in range(0, len(xq), batch_size):
+            batch = np.asarray(xq[s : s + batch_size])
+            yield np.arange(s, s + len(batch), dtype=np.int64), [""] * len(batch), batch
+        return
+    from hashkit.store import store_count
+
+    n = store_count(path)
+    for s in range(0, max(n, 1), batch_size):
+        queries = read_store(path, rows=slice(s, s + batch_size))
+        if s == 0:
+            check_compatible(
+                bits_a=queries.bits,
+                bits_b=bits,
+                what_a=f"query codes {path}",
+                what_b=what,
+                fingerprint_a=queries.fingerprint,
+                fingerprint_b=fingerprint,
+            )
+        if len(queries):
+            yield queries.ids, queries.paths, queries.codes
 
 
 def _load_npy_codes(path: Path, bits: int) -> np.ndarray:
