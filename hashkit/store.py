@@ -25,11 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from hashkit import __version__
-from hashkit.atomic import PendingFile
+from hashkit.atomic import PendingFile, write_error
 from hashkit.codes import BIT_ORDER, check_packed, code_bytes
 from hashkit.errors import DataError, HashkitError
 
 _CHUNK_ROWS = 65536
+# A store is built in memory (HDF5's "core" driver) and written to its temporary file in one
+# go when closed: HDF5 crashes the process when a write fails half-way through (disk full),
+# while the core driver reports the failure as an error. Memory grows in steps of this size.
+_CORE_BLOCK = 1 << 20
 
 
 @dataclass
@@ -63,7 +67,10 @@ class StoreWriter:
     continues an existing one from a temporary copy. Either way ``path`` changes only when
     the writer is closed: use it as a context manager, and if the block raises, the temporary
     file is removed and any previous file at ``path`` is left as it was. ``finish()`` then
-    ``commit()`` split closing in two, for callers that replace several files together.
+    ``commit()`` split closing in two; callers that replace several files together commit
+    ``pending`` in a :class:`hashkit.atomic.Commit` instead. The store is held in memory
+    until ``finish()`` writes it (a failed write is one HashkitError, never a crash);
+    ``commit()`` takes the store's lock (:mod:`hashkit.lock`) for its rename.
     """
 
     def __init__(
@@ -78,10 +85,14 @@ class StoreWriter:
     ) -> None:
         """``label_width``: None for no labels, 0 for int64 single labels, C for uint8 multi-hot."""
         self.path = Path(path)
-        self.bits = bits
+        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits < 1:
+            raise HashkitError(f"{path}: a code store needs codes of at least 1 bit, not {bits}")
+        self.bits = int(bits)
+        self._f = None
+        self._lock = None
         self._pending = PendingFile(self.path)
         try:
-            self._f = _h5py().File(self._pending.tmp, "w")
+            self._f = _open_in_memory(self._pending.tmp, "w", self.path)
             _create_datasets(self._f, bits, label_width)
         except BaseException:
             self._pending.discard()
@@ -92,7 +103,8 @@ class StoreWriter:
         f.attrs["model_fingerprint"] = fingerprint
         f.attrs["hashkit_version"] = __version__
         f.attrs["created"] = _now()
-        f.attrs["uuid"] = uuid.uuid4().hex
+        self.uuid = uuid.uuid4().hex
+        f.attrs["uuid"] = self.uuid
         if class_names is not None:
             f.attrs["class_names"] = json.dumps(list(class_names))
         for key, value in (extra_attrs or {}).items():
@@ -103,18 +115,27 @@ class StoreWriter:
     @classmethod
     def append_to(cls, path: str | os.PathLike) -> StoreWriter:
         """A writer that appends to the existing store at ``path`` (through a temporary copy,
-        so ``path`` is untouched until ``close()``/``commit()``)."""
+        so ``path`` is untouched until ``close()``/``commit()``).
+
+        The store's lock (:class:`hashkit.lock.FileLock`) is held from here to the commit or
+        abort, so that no other writer replaces the store meanwhile; a caller that commits
+        ``pending`` itself takes that lock before calling this."""
+        from hashkit.lock import FileLock, holds_lock
+
         path = Path(path)
-        attrs = read_store_attrs(path)
-        if "codes" not in attrs["datasets"] or "bits" not in attrs:
-            raise DataError(f"{path} is not a hashkit code store (no 'codes' or no 'bits')")
         self = cls.__new__(cls)
         self.path = path
-        self.bits = int(attrs["bits"])
         self._f = None
-        self._pending = PendingFile(path, copy_from_target=True)
+        self._pending = None
+        self._lock = None if holds_lock(path) else FileLock(path, purpose="appending").acquire()
         try:
-            self._f = _h5py().File(self._pending.tmp, "a")
+            attrs = read_store_attrs(path)
+            if "codes" not in attrs["datasets"] or "bits" not in attrs:
+                raise DataError(f"{path} is not a hashkit code store (no 'codes' or no 'bits')")
+            self.bits = int(attrs["bits"])
+            self.uuid = str(attrs.get("uuid", ""))
+            self._pending = PendingFile(path, copy_from_target=True)
+            self._f = _open_in_memory(self._pending.tmp, "a", path)
             for name in ("ids", "paths"):
                 if name not in self._f or self._f[name].maxshape[0] is not None:
                     raise DataError(f"{path}: '{name}' is missing or not resizable")
@@ -160,28 +181,55 @@ class StoreWriter:
         if n:
             self.next_id = max(self.next_id, int(ids.max()) + 1)
 
+    @property
+    def pending(self) -> PendingFile:
+        """The temporary file that becomes the store on commit."""
+        return self._pending
+
     def finish(self) -> Path:
-        """Close the HDF5 file, leaving it under its temporary name; returns that name."""
+        """Write the HDF5 file under its temporary name and close it; returns that name."""
         if self._f:
-            self._f.close()
+            try:
+                self._f.close()
+            except (OSError, RuntimeError) as exc:
+                raise write_error(self.path, exc) from None
         return self._pending.tmp
 
     def commit(self) -> Path:
-        """Move the finished file into place."""
-        return self._pending.commit()
+        """Move the finished file into place (under the store's lock: never in the middle of
+        another writer's append to the same store)."""
+        from hashkit.lock import FileLock
+
+        with FileLock(self.path, purpose="writing a code store"):
+            path = self._pending.commit()
+        self._release()
+        return path
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def close(self) -> Path:
-        """Finish the file and move it into place."""
-        self.finish()
-        return self.commit()
+        """Finish the file and move it into place; if either fails, drop the temporary file."""
+        try:
+            self.finish()
+            return self.commit()
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self, exc_info=None) -> None:
         """Drop the temporary file; the file at ``path`` stays as it was."""
         try:
             if self._f:
                 self._f.close()
+        except (OSError, RuntimeError):
+            pass  # the write failed and was reported; the temporary file goes anyway
         finally:
-            self._pending.discard()
+            if self._pending is not None:
+                self._pending.discard()
+            self._release()
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -191,6 +239,15 @@ class StoreWriter:
             self.close()
         else:
             self.abort()
+
+
+def _open_in_memory(path: Path, mode: str, target: Path):
+    """An HDF5 file kept in memory and written to ``path`` (the temporary file of
+    ``target``) when closed."""
+    try:
+        return _h5py().File(path, mode, driver="core", backing_store=True, block_size=_CORE_BLOCK)
+    except (OSError, RuntimeError) as exc:
+        raise write_error(target, exc) from None
 
 
 def _now() -> str:
