@@ -66,6 +66,12 @@ def encode_command(
     source = args[0] if len(args) == 2 else None
     if source is not None and data is not None:
         raise HashkitError("give the data as an argument or as --data, not both")
+    from hashkit.atomic import check_outputs
+
+    check_outputs(
+        {"the output CODES.h5": out},
+        {"the model (--model)": model, "the data": source or data, "the split": split_file},
+    )
     bundle = load_bundle(model)
     progress = progress_factory(quiet)
     if source is not None and Path(source).is_dir():

@@ -31,6 +31,8 @@ import os
 import re
 import secrets
 import shutil
+import signal
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -255,7 +257,31 @@ class Commit:
             tmp.write_text(json.dumps(record) + "\n")
         for f in self.files:
             f.committed = True  # from here on the journal owns the temporary files
-        _apply(self.journal, [(f.tmp, f.target) for f in self.files])
+        with _signals_deferred():
+            _apply(self.journal, [(f.tmp, f.target) for f in self.files])
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the renames are done (milliseconds), so that an
+    interrupted command leaves either the old files or the new ones, without a journal.
+    (Python runs signal handlers in the main thread only; elsewhere nothing is held.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None:  # None: installed outside Python, cannot be put back
+            previous[signum] = signal.signal(signum, lambda n, frame: received.append(n))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            signal.raise_signal(received[0])
 
 
 def _apply(journal: Path, renames: Sequence[tuple[Path, Path]]) -> list[Path]:

@@ -209,7 +209,10 @@ class Searcher:
         codes as queries; yields ``(query ids int64 n, query paths n, hits)`` per batch."""
         path = Path(path)
         if path.suffix == ".npy":
-            xq = np.load(path, mmap_mode="r")
+            try:
+                xq = np.load(path, mmap_mode="r")
+            except (ValueError, OSError, EOFError) as exc:
+                raise DataError(f"{path} is not a .npy array of packed codes ({exc})") from None
             if xq.dtype != np.uint8 or xq.ndim != 2:
                 raise DataError(f"{path}: packed codes must be uint8 N x bytes, got {xq.dtype}")
             check_compatible(

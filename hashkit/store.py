@@ -160,6 +160,15 @@ class StoreWriter:
         paths = [""] * n if paths is None else [str(p) for p in paths]
         if len(paths) != n:
             raise HashkitError(f"{n} codes but {len(paths)} paths")
+        for p in paths:
+            if not p.isascii():
+                try:
+                    p.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise DataError(
+                        f"cannot store the file name {os.fsencode(p)!r} in {self.path}: paths "
+                        "are stored as UTF-8 and this one is not; rename the file"
+                    ) from None
         if "labels" in self._f:
             if labels is None:
                 raise HashkitError(f"{self.path} has labels: every batch appended needs them")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -115,6 +116,26 @@ def test_a_commit_dying_between_any_two_renames_is_all_or_nothing(
     for name in ("s.h5", "out.faiss", "out.faiss.json"):
         assert (tmp_path / name).read_text() == f"{expected} {name}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.faiss", "out.faiss.json", "s.h5"]
+
+
+def test_ctrl_c_during_the_renames_waits_until_the_commit_is_whole(tmp_path, monkeypatch):
+    for f in three_files(tmp_path, "old"):
+        f.commit()
+    files = three_files(tmp_path, "new")
+    real_replace, calls = os.replace, []
+
+    def interrupted(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the journal is in place; the store is being renamed
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(hashkit.atomic.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Commit(tmp_path / "out.faiss.journal", files).run()
+    assert len(calls) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.faiss", "out.faiss.json", "s.h5"]
+    assert all(p.read_text().startswith("new ") for p in tmp_path.iterdir())
 
 
 def test_a_journal_may_only_rename_a_targets_own_temporary_file(tmp_path):

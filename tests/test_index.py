@@ -19,10 +19,13 @@ from hashkit.index import (
     append_code_batches,
     build_index,
     check_compatible,
+    check_nflip,
     describe_index,
     gpu_count,
+    index_params,
     read_index,
     search_index_for,
+    set_search_params,
     sidecar_path,
     write_index,
 )
@@ -103,6 +106,22 @@ def test_factory_string_builds_any_binary_index_with_the_store_ids(indexed):
     codes, ids, _, _ = indexed
     index = build_index(codes, ids, 12, factory="BHNSW8")
     assert index.search(codes[:1], 1)[1][0, 0] == ids[0]
+
+
+def test_nflip_that_would_never_finish_is_refused_at_build_search_and_read(indexed):
+    codes, ids, _, make = indexed
+    with pytest.raises(HashkitError, match="nflip 10 is larger than the 9 bits of a hash key"):
+        build_index(codes, ids, 12, "multihash", nflip=10)
+    index, _ = read_index(make("multihash", nflip=2))
+    with pytest.raises(HashkitError, match="nflip 13 is larger"):
+        set_search_params(index, nflip=13)
+    with pytest.raises(HashkitError, match="probes 5130659561 buckets"):
+        check_nflip(8, 64)
+    check_nflip(3, 32)
+    single = build_index(codes, ids, 12, factory="BHash8", nflip=2)
+    assert index_params(single) == {"type": "IndexBinaryHash", "hash_bits": 8, "nflip": 2}
+    with pytest.raises(HashkitError, match="nflip 9"):
+        set_search_params(single, nflip=9)
 
 
 def test_ids_stay_aligned_after_several_adds(indexed):
