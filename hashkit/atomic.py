@@ -310,9 +310,12 @@ def read_journal(journal: str | os.PathLike) -> list[tuple[Path, Path]]:
     try:
         record = json.loads(journal.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HashkitError(f"{journal} is not a readable commit journal ({exc})") from None
+        raise HashkitError(
+            f"{journal} is not a readable commit journal ({exc}); if no hashkit command is "
+            "writing there, remove it"
+        ) from None
     if not isinstance(record, dict) or record.get("format") != JOURNAL_FORMAT:
-        raise HashkitError(f"{journal} is not a hashkit commit journal")
+        raise HashkitError(f"{journal} is not a hashkit commit journal; remove it")
     renames = record.get("renames")
     if not isinstance(renames, list):
         raise HashkitError(f"{journal} is not a hashkit commit journal")

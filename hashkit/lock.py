@@ -115,8 +115,9 @@ class FileLock:
                 if not _same_file(fd, self.path):  # removed by its last holder meanwhile
                     os.close(fd)
                     continue
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()} {self.purpose}\n".encode(), 0)
+                with contextlib.suppress(OSError):  # who holds it is only for messages
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()} {self.purpose}\n".encode(), 0)
                 return fd
             except BaseException:
                 os.close(fd)

@@ -23,6 +23,7 @@ import torch
 from conftest import write_class_images
 
 import hashkit.atomic
+import hashkit.index.sidecar
 import hashkit.store
 from hashkit.bundle import Bundle, save_bundle
 from hashkit.codes import pack_codes
@@ -218,21 +219,31 @@ def test_an_index_replaced_behind_its_sidecars_back_is_refused(tmp_path):
         Searcher(out, gpu=False)
 
 
-def test_a_reader_racing_a_rebuild_sees_one_commit(tmp_path, model, folders, rebuild, monkeypatch):
-    """The rebuild commits after the reader read the index and sidecar but before it read the
-    store: the reader notices and reads again instead of mixing the two."""
+@pytest.mark.parametrize("between", ["sidecar and index", "index and store"])
+def test_a_reader_racing_a_rebuild_sees_one_commit(
+    tmp_path, model, folders, rebuild, monkeypatch, between
+):
+    """The rebuild commits after the reader read the sidecar but before the index, or after
+    the index but before the store: the reader notices and reads again instead of mixing the
+    two (or failing on the mix)."""
     out, queries, old, new, _ = rebuild
-    real_read_store, raced = hashkit.store.read_store, []
+    module, name = (
+        (hashkit.index.sidecar, "load_sidecar")
+        if between == "sidecar and index"
+        else (hashkit.store, "read_store")
+    )
+    real, raced = getattr(module, name), []
 
-    def read_store_after_a_rebuild(path, **kw):
+    def read_then_rebuild(path, **kw):
+        result = real(path, **kw)
         if not raced:
             raced.append(path)
             create_index(folders[1], out, model=model)
-        return real_read_store(path, **kw)
+        return result
 
-    monkeypatch.setattr(hashkit.store, "read_store", read_store_after_a_rebuild)
+    monkeypatch.setattr(module, name, read_then_rebuild)
     searcher = Searcher(out, gpu=False)
-    monkeypatch.setattr(hashkit.store, "read_store", real_read_store)
+    monkeypatch.setattr(module, name, real)
     assert raced and not searcher.alignment.warning()
     assert [
         [(h.path, h.distance) for h in row] for row in searcher.search_images(queries, 5)

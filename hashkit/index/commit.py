@@ -167,7 +167,12 @@ def read_snapshot(index_path: str | os.PathLike, *, attempts: int = 20) -> Index
         finish_interrupted_commit(path)
         files = [path, sidecar_path(path)]
         versions = [_version(p) for p in files]
-        index, info = read_index(path)
+        try:
+            index, info = read_index(path)
+        except HashkitError:
+            if journal.exists() or [_version(p) for p in files] != versions:
+                continue  # read half of a commit: the sidecar of one, the index of another
+            raise
         snapshot = IndexSnapshot(index, info)
         if info.store is not None:
             files.append(info.store)
