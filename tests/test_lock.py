@@ -91,22 +91,33 @@ def test_the_lock_is_reentrant_in_a_thread_and_exclusive_between_threads(tmp_pat
     assert got == ["refused"] and not lock_path(target).exists()
 
 
-def test_a_waiter_on_a_removed_lock_file_locks_the_new_one(tmp_path):
-    """The last holder removes the lock file; a waiter that had opened it must not believe
-    it holds the lock while a newcomer locks a fresh file."""
+def test_a_waiter_whose_lock_file_was_removed_still_excludes_newcomers(tmp_path):
+    """The last holder removes the lock file; a waiter that had opened it must lock the new
+    file, or a newcomer creating a fresh one would hold the lock at the same time."""
     target = tmp_path / "out.faiss"
     first = FileLock(target).acquire()
-    results = []
+    locked, done, refused = threading.Event(), threading.Event(), []
 
-    def wait_for_it():
+    def waiter():
         with FileLock(target, timeout=30):
-            results.append(os.stat(lock_path(target)).st_ino)
-            time.sleep(0.2)
-            results.append(os.path.exists(lock_path(target)))
+            locked.set()
+            done.wait(30)
 
-    thread = threading.Thread(target=wait_for_it)
-    thread.start()
-    time.sleep(0.2)
+    def newcomer():
+        try:
+            FileLock(target, wait=False).acquire()
+            refused.append(False)
+        except LockedError:
+            refused.append(True)
+
+    waiting = threading.Thread(target=waiter)
+    waiting.start()
+    time.sleep(0.2)  # lets the waiter open the file that release() removes
     first.release()
-    thread.join(timeout=30)
-    assert results[1] is True and not lock_path(target).exists()
+    assert locked.wait(30)
+    arriving = threading.Thread(target=newcomer)
+    arriving.start()
+    arriving.join(timeout=30)
+    done.set()
+    waiting.join(timeout=30)
+    assert refused == [True]
