@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from hashkit.cli.index import no_wait_option, say_waiting
 from hashkit.cli.options import encoding_options
 from hashkit.cli.progress import progress_factory, warn_unlisted, warn_unreadable
 
@@ -20,13 +21,14 @@ from hashkit.cli.progress import progress_factory, warn_unlisted, warn_unreadabl
     help="Model bundle  [default: the one the index was built with]",
 )
 @encoding_options
-def add_command(index_path, images, model, batch_size, workers, strict, device, quiet):
+@no_wait_option
+def add_command(index_path, images, model, batch_size, workers, strict, device, quiet, no_wait):
     """Encode the new images of a folder and append them to an index and its code store.
 
     Images already in the store (same path) are skipped and counted; old codes are not
     re-encoded; new ids continue after the largest id. The store, the index and its sidecar
-    are replaced only when everything is written; if a run dies between those renames, the
-    next `hashkit add` indexes what the store holds beyond the index.
+    are replaced together when everything is written, or not at all. Two adds to one index
+    run one after the other: the second waits for the first (or fails with --no-wait).
 
     \b
     Examples:
@@ -36,9 +38,9 @@ def add_command(index_path, images, model, batch_size, workers, strict, device, 
     from hashkit.bundle import load_bundle
     from hashkit.encode import find_images
     from hashkit.errors import ModelError
-    from hashkit.index import add_images, read_index
+    from hashkit.index import add_images, read_snapshot
 
-    _, info = read_index(index_path)
+    info = read_snapshot(index_path).info
     model_path = Path(model) if model else info.model
     if model_path is None:
         raise ModelError(f"{index_path} does not name its model: pass --model")
@@ -55,6 +57,8 @@ def add_command(index_path, images, model, batch_size, workers, strict, device, 
         device=device,
         strict=strict,
         progress=progress_factory(quiet),
+        wait=not no_wait,
+        on_wait=say_waiting,
     )
     if report.recovered:
         click.echo(f"indexed {report.recovered} code(s) left by an interrupted add", err=True)

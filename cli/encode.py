@@ -82,6 +82,12 @@ def encode_command(
                 f"{options}: the image folder {source} has no protocol parts, every image in it "
                 f"is encoded; to encode a part of a labelled folder, give it as --data {source}"
             )
+    from hashkit.atomic import check_outputs
+
+    check_outputs(
+        {"the output CODES.h5": out},
+        {"the model (--model)": model, "the data": source or data, "the split": split_file},
+    )
     bundle = load_bundle(model)
     progress = progress_factory(quiet)
     if folder:

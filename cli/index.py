@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from hashkit.cli.options import encoding_options
 from hashkit.cli.progress import progress_factory, warn_unlisted, warn_unreadable
+
+
+def no_wait_option(func):
+    """--no-wait: fail at once when another writer holds the index, instead of waiting."""
+    return click.option(
+        "--no-wait",
+        is_flag=True,
+        help="Fail at once if another add or build-index is writing the index, instead of "
+        "waiting for it.",
+    )(func)
+
+
+def say_waiting(message: str) -> None:
+    """Tell the user why nothing happens while another writer holds the lock."""
+    click.echo(f"hashkit: {message}", err=True)
 
 
 def index_options(func):
@@ -101,6 +114,7 @@ def index_options(func):
 )
 @index_options
 @encoding_options
+@no_wait_option
 def build_index_command(
     source,
     out,
@@ -121,12 +135,15 @@ def build_index_command(
     strict,
     device,
     quiet,
+    no_wait,
 ):
     """Encode a folder of images (or take a code store) and write a FAISS binary index.
 
     SOURCE is a folder, searched recursively for images (png, jpg, gif, webp, tiff...), or a code
     store (.h5) written by `hashkit encode`. Beside OUT, OUT.json records the code store and
-    model the index belongs to, and the search defaults (nprobe, ef-search, nflip).
+    model the index belongs to, and the search defaults (nprobe, ef-search, nflip). The
+    store, the index and the sidecar are replaced together, or not at all; while another
+    add or build-index writes OUT, this one waits (or fails with --no-wait).
 
     \b
     Examples:
@@ -135,53 +152,15 @@ def build_index_command(
       hashkit build-index codes.h5 out.faiss --type hnsw --ef-search 128
       hashkit build-index codes.h5 out.faiss --factory BIVF4096_HNSW32
     """
-    from hashkit.bundle import load_bundle
-    from hashkit.encode import encode_files_to_store, find_images
-    from hashkit.errors import HashkitError
-    from hashkit.index import build_index, check_compatible, write_index
-    from hashkit.store import read_store
+    from hashkit.index import create_index
 
-    source_path = Path(source)
-    model_path = Path(model) if model else None
-    if source_path.is_dir():
-        if model_path is None:
-            raise HashkitError("an image folder needs --model to encode it")
-        bundle = load_bundle(model_path)
-        skipped = None if strict else []
-        paths = find_images(source_path.resolve(), skipped)
-        warn_unlisted(skipped or [])
-        store_path = Path(codes_path) if codes_path else Path(out).with_suffix(".h5")
-        report = encode_files_to_store(
-            bundle,
-            paths,
-            store_path,
-            batch_size=batch_size,
-            num_workers=workers,
-            device=device,
-            strict=strict,
-            progress=progress_factory(quiet),
-        )
-        warn_unreadable(report.skipped)
-        if not quiet:
-            click.echo(f"encoded {report.encoded} images into {store_path}")
-    else:
-        store_path = source_path
-    store = read_store(store_path, paths=False)
-    if model_path is not None and source_path.is_file():
-        bundle = load_bundle(model_path)
-        check_compatible(
-            bits_a=bundle.bits,
-            bits_b=store.bits,
-            what_a=f"model {model_path}",
-            what_b=f"code store {store_path}",
-            fingerprint_a=bundle.fingerprint,
-            fingerprint_b=store.fingerprint,
-        )
-    index = build_index(
-        store.codes,
-        store.ids,
-        store.bits,
-        index_type,
+    report = create_index(
+        source,
+        out,
+        model=model,
+        codes=codes_path,
+        index_type=index_type,
+        factory=factory,
         nlist=nlist,
         nprobe=nprobe,
         hnsw_m=hnsw_m,
@@ -190,20 +169,17 @@ def build_index_command(
         nhash=nhash,
         hash_bits=hash_bits,
         nflip=nflip,
-        factory=factory,
+        batch_size=batch_size,
+        num_workers=workers,
+        device=device,
+        strict=strict,
         progress=progress_factory(quiet),
+        wait=not no_wait,
+        on_wait=say_waiting,
     )
-    write_index(
-        index,
-        out,
-        bits=store.bits,
-        store=store_path,
-        model=model_path or store.attrs.get("model_path") or None,
-        model_fingerprint=store.fingerprint,
-        store_uuid=str(store.attrs.get("uuid", "")),
-    )
-    from hashkit.index import index_type_of
-
-    click.echo(
-        f"wrote {out}: {index_type_of(index)} index of {index.ntotal} {store.bits}-bit codes"
-    )
+    if report.encoded is not None:
+        warn_unlisted(report.unlisted)
+        warn_unreadable(report.skipped)
+        if not quiet:
+            click.echo(f"encoded {report.encoded} images into {report.store_path}")
+    click.echo(f"wrote {out}: {report.type} index of {report.count} {report.bits}-bit codes")

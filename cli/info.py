@@ -46,11 +46,11 @@ def describe(path: str) -> dict:
         return _describe_bundle(path)
     if path.endswith(".faiss.json"):
         path = path[: -len(".json")]
-    try:
-        from hashkit.index import describe_index
+    from hashkit.index import NotAnIndexError, describe_index
 
+    try:
         return describe_index(path)
-    except DataError:
+    except NotAnIndexError:
         raise DataError(f"{path} is not a model bundle, a code store or a FAISS index") from None
 
 

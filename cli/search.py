@@ -91,7 +91,6 @@ def search_command(
       hashkit search --milvus codes.db --collection images query.png   (no INDEX)
     """
     from hashkit.errors import HashkitError
-    from hashkit.index import set_search_params
     from hashkit.search import Searcher
 
     if milvus_uri:
@@ -109,7 +108,9 @@ def search_command(
         searcher = Searcher(index_path, model, device=device, gpu=gpu)
         if searcher.alignment.warning():
             click.echo(f"hashkit: warning: {searcher.alignment.warning()}", err=True)
-        set_search_params(searcher.search_index, nprobe=nprobe, ef_search=ef_search, nflip=nflip)
+        searcher.set_search_params(nprobe=nprobe, ef_search=ef_search, nflip=nflip)
+        if out_path is not None:
+            _refuse_overwriting_inputs(out_path, searcher, queries, codes_path, model)
     if codes_path:
         batches = searcher.search_store(codes_path, k)
     else:
@@ -143,6 +144,23 @@ def _milvus_searcher(uri, collection, model, device, nprobe, ef_search, nflip, g
     )
     click.get_current_context().call_on_close(searcher.close)
     return searcher
+
+
+def _refuse_overwriting_inputs(out_path, searcher, queries, codes_path, model) -> None:
+    from hashkit.atomic import check_outputs
+    from hashkit.index import journal_path, sidecar_path
+
+    index = searcher.index_path
+    inputs = {
+        "the index": index,
+        "its sidecar": sidecar_path(index),
+        "its journal": journal_path(index),
+        "its code store": searcher.info.store,
+        "the model": model or searcher.info.model,
+        "the query store (--codes)": codes_path,
+    }
+    inputs.update({f"query image {q}": q for q in queries})
+    check_outputs({"the --out file": out_path}, inputs)
 
 
 def _write(f, batches, fmt: str, with_ids: bool) -> None:

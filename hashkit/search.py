@@ -20,9 +20,10 @@ from hashkit.errors import DataError, HashkitError, ModelError
 from hashkit.index import (
     check_alignment,
     check_compatible,
-    read_index,
+    read_snapshot,
     search,
     search_index_for,
+    set_search_params,
 )
 from hashkit.store import CodeStore, read_store
 
@@ -41,6 +42,8 @@ class Searcher:
     ``gpu``: None uses GpuIndexBinaryFlat for a flat index when faiss sees a GPU, True
     requires it, False keeps the CPU index. ``alignment.warning()`` says when the store is
     ahead of the index (an interrupted ``add``); search still works on what is indexed.
+    The index, its sidecar and its store are read from one commit (``read_snapshot``), so a
+    concurrent ``add`` or ``build-index`` is seen entirely or not at all.
     """
 
     def __init__(
@@ -51,10 +54,13 @@ class Searcher:
         gpu: bool | None = None,
     ) -> None:
         self.index_path = Path(index_path)
-        self.index, self.info = read_index(index_path)
+        snapshot = read_snapshot(index_path)
+        self.index, self.info = snapshot.index, snapshot.info
         if self.info.store is None:
             raise DataError(f"{index_path} has no sidecar naming its code store")
-        self.store: CodeStore = read_store(self.info.store, codes=False, paths=False)
+        if snapshot.store_error is not None:
+            raise snapshot.store_error
+        self.store: CodeStore = snapshot.store
         check_compatible(
             bits_a=self.info.bits,
             bits_b=self.store.bits,
@@ -84,11 +90,27 @@ class Searcher:
     def fingerprint(self) -> str:
         return self.info.model_fingerprint or self.store.fingerprint
 
+    def set_search_params(
+        self, *, nprobe: int | None = None, ef_search: int | None = None, nflip: int | None = None
+    ) -> None:
+        """Search-time parameters of the index (nprobe for IVF, ef_search for HNSW, nflip for
+        hash indexes; the others are ignored). A GPU copy is always flat: nothing to set."""
+        if not self.on_gpu:
+            set_search_params(self.index, nprobe=nprobe, ef_search=ef_search, nflip=nflip)
+
     @property
     def paths(self) -> list[str]:
-        """The store's paths, read on first use (N str)."""
+        """The store's paths, read on first use (N str); DataError if the store was replaced
+        by another one since the searcher opened it (its rows would not be these ids')."""
         if self._paths is None:
-            self._paths = read_store(self.info.store, codes=False).paths
+            store = read_store(self.info.store, codes=False)
+            uuid = self.store.attrs.get("uuid", "")
+            if store.attrs.get("uuid", "") != uuid or len(store.paths) < len(self.store.ids):
+                raise DataError(
+                    f"{self.info.store} was replaced while searching {self.index_path}; "
+                    "search again"
+                )
+            self._paths = store.paths
         return self._paths
 
     @property

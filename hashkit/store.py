@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from hashkit import __version__
-from hashkit.atomic import PendingFile
+from hashkit.atomic import PendingFile, write_error
 from hashkit.codes import (
     BIT_ORDER,
     BIT_ORDERS,
@@ -48,6 +48,10 @@ from hashkit.errors import DataError, HashkitError
 from hashkit.labels import check_labels, normalize_labels
 
 _CHUNK_ROWS = 65536
+# A store is built in memory (HDF5's "core" driver) and written to its temporary file in one
+# go when closed: HDF5 crashes the process when a write fails half-way through (disk full),
+# while the core driver reports the failure as an error. Memory grows in steps of this size.
+_CORE_BLOCK = 1 << 20
 
 
 @dataclass
@@ -108,7 +112,10 @@ class StoreWriter:
     continues an existing one from a temporary copy. Either way ``path`` changes only when
     the writer is closed: use it as a context manager, and if the block raises, the temporary
     file is removed and any previous file at ``path`` is left as it was. ``finish()`` then
-    ``commit()`` split closing in two, for callers that replace several files together.
+    ``commit()`` split closing in two; callers that replace several files together commit
+    ``pending`` in a :class:`hashkit.atomic.Commit` instead. The store is held in memory
+    until ``finish()`` writes it (a failed write is one HashkitError, never a crash);
+    ``commit()`` takes the store's lock (:mod:`hashkit.lock`) for its rename.
     """
 
     def __init__(
@@ -124,14 +131,16 @@ class StoreWriter:
         """``label_width``: None for no labels, 0 for int64 class indices, C >= 2 for uint8
         multi-hot."""
         self.path = Path(path)
-        self.bits = check_bits(bits, "bits of a code store")
+        self.bits = check_bits(bits, f"bits of the code store {path}")
         if label_width is not None and (label_width == 1 or label_width < 0):
             raise HashkitError(
                 f"label_width must be None, 0 (class indices) or C >= 2, got {label_width}"
             )
+        self._f = None
+        self._lock = None
         self._pending = PendingFile(self.path)
         try:
-            self._f = _h5py().File(self._pending.tmp, "w")
+            self._f = _open_in_memory(self._pending.tmp, "w", self.path)
             _create_datasets(self._f, self.bits, label_width)
         except BaseException:
             self._pending.discard()
@@ -142,7 +151,8 @@ class StoreWriter:
         f.attrs["model_fingerprint"] = fingerprint
         f.attrs["hashkit_version"] = __version__
         f.attrs["created"] = _now()
-        f.attrs["uuid"] = uuid.uuid4().hex
+        self.uuid = uuid.uuid4().hex
+        f.attrs["uuid"] = self.uuid
         if class_names is not None:
             f.attrs["class_names"] = json.dumps(list(class_names))
         for key, value in (extra_attrs or {}).items():
@@ -154,16 +164,27 @@ class StoreWriter:
     def append_to(cls, path: str | os.PathLike) -> StoreWriter:
         """A writer that appends to the existing store at ``path`` (through a temporary copy,
         so ``path`` is untouched until ``close()``/``commit()``). A store in the older "big"
-        bit order is converted in the copy, so old and new codes share one order."""
+        bit order is converted in the copy, so old and new codes share one order.
+
+        The store's lock (:class:`hashkit.lock.FileLock`) is held from here to the commit or
+        abort, so that no other writer replaces the store meanwhile; a caller that commits
+        ``pending`` itself takes that lock before calling this."""
+        from hashkit.lock import FileLock, holds_lock
+
         path = Path(path)
-        attrs = read_store_attrs(path)
         self = cls.__new__(cls)
         self.path = path
-        self.bits = int(attrs["bits"])
         self._f = None
-        self._pending = PendingFile(path, copy_from_target=True)
+        self._pending = None
+        self._lock = None if holds_lock(path) else FileLock(path, purpose="appending").acquire()
         try:
-            self._f = _h5py().File(self._pending.tmp, "a")
+            attrs = read_store_attrs(path)
+            if "codes" not in attrs["datasets"] or "bits" not in attrs:
+                raise DataError(f"{path} is not a hashkit code store (no 'codes' or no 'bits')")
+            self.bits = int(attrs["bits"])
+            self.uuid = str(attrs.get("uuid", ""))
+            self._pending = PendingFile(path, copy_from_target=True)
+            self._f = _open_in_memory(self._pending.tmp, "a", path)
             for name in ("codes", "ids", "paths", "labels"):
                 if name in self._f and self._f[name].maxshape[0] is not None:
                     raise DataError(f"{path}: '{name}' is not resizable, cannot append to it")
@@ -201,6 +222,15 @@ class StoreWriter:
         paths = [""] * n if paths is None else [str(p) for p in paths]
         if len(paths) != n:
             raise HashkitError(f"{n} codes but {len(paths)} paths")
+        for p in paths:
+            if not p.isascii():
+                try:
+                    p.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise DataError(
+                        f"cannot store the file name {os.fsencode(p)!r} in {self.path}: paths "
+                        "are stored as UTF-8 and this one is not; rename the file"
+                    ) from None
         if "labels" in self._f:
             if labels is None:
                 raise HashkitError(f"{self.path} has labels: every batch appended needs them")
@@ -229,28 +259,55 @@ class StoreWriter:
             )
         return labels
 
+    @property
+    def pending(self) -> PendingFile:
+        """The temporary file that becomes the store on commit."""
+        return self._pending
+
     def finish(self) -> Path:
-        """Close the HDF5 file, leaving it under its temporary name; returns that name."""
+        """Write the HDF5 file under its temporary name and close it; returns that name."""
         if self._f:
-            self._f.close()
+            try:
+                self._f.close()
+            except (OSError, RuntimeError) as exc:
+                raise write_error(self.path, exc) from None
         return self._pending.tmp
 
     def commit(self) -> Path:
-        """Move the finished file into place."""
-        return self._pending.commit()
+        """Move the finished file into place (under the store's lock: never in the middle of
+        another writer's append to the same store)."""
+        from hashkit.lock import FileLock
+
+        with FileLock(self.path, purpose="writing a code store"):
+            path = self._pending.commit()
+        self._release()
+        return path
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def close(self) -> Path:
-        """Finish the file and move it into place."""
-        self.finish()
-        return self.commit()
+        """Finish the file and move it into place; if either fails, drop the temporary file."""
+        try:
+            self.finish()
+            return self.commit()
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self, exc_info=None) -> None:
         """Drop the temporary file; the file at ``path`` stays as it was."""
         try:
             if self._f:
                 self._f.close()
+        except (OSError, RuntimeError):
+            pass  # the write failed and was reported; the temporary file goes anyway
         finally:
-            self._pending.discard()
+            if self._pending is not None:
+                self._pending.discard()
+            self._release()
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -260,6 +317,15 @@ class StoreWriter:
             self.close()
         else:
             self.abort()
+
+
+def _open_in_memory(path: Path, mode: str, target: Path):
+    """An HDF5 file kept in memory and written to ``path`` (the temporary file of
+    ``target``) when closed."""
+    try:
+        return _h5py().File(path, mode, driver="core", backing_store=True, block_size=_CORE_BLOCK)
+    except (OSError, RuntimeError) as exc:
+        raise write_error(target, exc) from None
 
 
 def _now() -> str:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import faiss
+import h5py
 import numpy as np
 import pytest
 
-import hashkit.atomic
 from hashkit.codes import hamming_distances, pack_codes
 from hashkit.errors import HashkitError, MismatchError
 from hashkit.index import (
@@ -19,15 +19,19 @@ from hashkit.index import (
     append_code_batches,
     build_index,
     check_compatible,
+    check_nflip,
     describe_index,
     gpu_count,
+    index_params,
     read_index,
     search_index_for,
+    set_search_params,
     sidecar_path,
     write_index,
 )
+from hashkit.lock import FileLock
 from hashkit.search import Searcher
-from hashkit.store import CodeStore, read_store, read_store_attrs, write_store
+from hashkit.store import CodeStore, StoreWriter, read_store, read_store_attrs, write_store
 
 
 def make_codes(n, bits, seed=0):
@@ -104,6 +108,22 @@ def test_factory_string_builds_any_binary_index_with_the_store_ids(indexed):
     assert index.search(codes[:1], 1)[1][0, 0] == ids[0]
 
 
+def test_nflip_that_would_never_finish_is_refused_at_build_search_and_read(indexed):
+    codes, ids, _, make = indexed
+    with pytest.raises(HashkitError, match="nflip 10 is larger than the 9 bits of a hash key"):
+        build_index(codes, ids, 12, "multihash", nflip=10)
+    index, _ = read_index(make("multihash", nflip=2))
+    with pytest.raises(HashkitError, match="nflip 13 is larger"):
+        set_search_params(index, nflip=13)
+    with pytest.raises(HashkitError, match="probes 5130659561 buckets"):
+        check_nflip(8, 64)
+    check_nflip(3, 32)
+    single = build_index(codes, ids, 12, factory="BHash8", nflip=2)
+    assert index_params(single) == {"type": "IndexBinaryHash", "hash_bits": 8, "nflip": 2}
+    with pytest.raises(HashkitError, match="nflip 9"):
+        set_search_params(single, nflip=9)
+
+
 def test_ids_stay_aligned_after_several_adds(indexed):
     codes, _, store_path, make = indexed
     path = make("ivf", nlist=4, nprobe=4)
@@ -153,32 +173,24 @@ def test_a_build_interrupted_while_writing_keeps_the_previous_index(indexed, tmp
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(faiss, "write_index_binary", broken)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(HashkitError, match=r"cannot write \S*out.faiss: disk full"):
         write_index(
             build_index(codes, ids, 12, "hnsw"), path, bits=12, store=store_path, model=None
         )
     assert files_of(tmp_path) == before
 
 
-def test_an_add_killed_between_renames_is_detected_and_finished_by_the_next(
-    indexed, tmp_path, monkeypatch
-):
-    codes, _, store_path, make = indexed
+def test_a_store_ahead_of_its_index_is_detected_and_caught_up_by_the_next_add(indexed):
+    """What an add of hashkit versions before the commit journal left when killed between
+    its store and index renames."""
+    _, _, store_path, make = indexed
     path = make("flat")
-    commit = hashkit.atomic.PendingFile.commit
-    calls = []
-
-    def dies_after_the_store(self):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(self.target)
-        return commit(self)
-
-    monkeypatch.setattr(hashkit.atomic.PendingFile, "commit", dies_after_the_store)
-    with pytest.raises(KeyboardInterrupt):
-        append_code_batches(path, [(make_codes(5, 12, seed=9), [f"/n{i}" for i in range(5)])])
-    monkeypatch.setattr(hashkit.atomic.PendingFile, "commit", commit)
-    assert calls == [store_path]
+    with FileLock(store_path):
+        writer = StoreWriter.append_to(store_path)
+        writer.append(
+            make_codes(5, 12, seed=9), np.arange(1400, 1405), [f"/n{i}" for i in range(5)]
+        )
+        writer.close()
     searcher = Searcher(path, gpu=False)
     assert searcher.alignment.pending == 5 and "hashkit add" in searcher.alignment.warning()
     assert "lacks" in describe_index(path)["warning"]
@@ -224,13 +236,31 @@ def test_an_index_larger_than_its_store_or_with_other_ids_is_refused(indexed, tm
     codes, ids, store_path, make = indexed
     path = make("flat")
     meta = json.loads(sidecar_path(path).read_text())
-    write_store(tmp_path / "small.h5", CodeStore(codes[:10], ids[:10], 12))
-    sidecar_path(path).write_text(json.dumps({**meta, "store": "small.h5", "store_uuid": ""}))
-    with pytest.raises(MismatchError, match="only 10"):
-        Searcher(path)
-    write_store(tmp_path / "other.h5", CodeStore(codes, ids + 1, 12))
+    for name, store_ids, error in (
+        ("small.h5", ids[:10], "only 10"),
+        ("other.h5", ids + 1, "not the ids"),
+    ):
+        write_store(tmp_path / name, CodeStore(codes[: len(store_ids)], store_ids, 12))
+        uuid = read_store_attrs(tmp_path / name)["uuid"]
+        sidecar_path(path).write_text(json.dumps({**meta, "store": name, "store_uuid": uuid}))
+        with pytest.raises(MismatchError, match=error):
+            Searcher(path)
+
+
+def test_a_sidecar_or_store_without_a_store_uuid_is_refused(indexed, tmp_path):
+    """Rebuilding from another store with the same ids would otherwise map hits to the
+    wrong paths without a word."""
+    codes, ids, store_path, make = indexed
+    path = make("flat")
+    meta = json.loads(sidecar_path(path).read_text())
+    write_store(tmp_path / "other.h5", CodeStore(codes[::-1].copy(), ids, 12, fingerprint="ab"))
     sidecar_path(path).write_text(json.dumps({**meta, "store": "other.h5", "store_uuid": ""}))
-    with pytest.raises(MismatchError, match="not the ids"):
+    with pytest.raises(MismatchError, match="records no store uuid"):
+        Searcher(path)
+    with h5py.File(tmp_path / "other.h5", "a") as f:
+        del f.attrs["uuid"]
+    sidecar_path(path).write_text(json.dumps({**meta, "store": "other.h5"}))
+    with pytest.raises(MismatchError, match="has no uuid"):
         Searcher(path)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
 
 import h5py
 import numpy as np
@@ -145,3 +147,159 @@ def test_mismatch_errors_are_one_line(tmp_path, model, images, run_cli):
     assert result.exit_code == 1 and "16 bits" in result.stderr
     result = run_cli("search", index)
     assert result.exit_code == 1 and "--codes" in result.stderr
+
+
+@pytest.fixture
+def built(tmp_path, model, images, run_cli):
+    """codes.h5 encoded from the images folder, out.faiss built from it, and a second store
+    q.h5 of query codes."""
+    folder, more = images
+    assert run_cli("encode", "--model", model, folder, tmp_path / "codes.h5", "-q").exit_code == 0
+    assert run_cli("encode", "--model", model, more, tmp_path / "q.h5", "-q").exit_code == 0
+    assert run_cli("build-index", tmp_path / "codes.h5", tmp_path / "out.faiss").exit_code == 0
+    shutil.copy(tmp_path / "codes.h5", tmp_path / "data.h5")
+    os.link(model, tmp_path / "hard.pt")
+    return tmp_path
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("build-index", "codes.h5", "codes.h5"),
+        ("build-index", "IMAGES", "data.h5", "--model", "model.pt"),
+        ("build-index", "IMAGES", "out.faiss", "--model", "model.pt", "--codes", "out.faiss"),
+        ("build-index", "IMAGES", "out.faiss", "--model", "model.pt", "--codes", "out.faiss.json"),
+        ("build-index", "IMAGES", "model.pt", "--model", "model.pt"),
+        ("encode", "--model", "model.pt", "IMAGES", "model.pt"),
+        ("encode", "--model", "model.pt", "IMAGES", "hard.pt"),
+        ("search", "out.faiss", "--codes", "q.h5", "--out", "out.faiss"),
+        ("search", "out.faiss", "--codes", "q.h5", "--out", "q.h5"),
+        ("search", "out.faiss", "--codes", "q.h5", "--out", "codes.h5"),
+        ("search", "out.faiss", "--codes", "q.h5", "--out", "out.faiss.json"),
+    ],
+)
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(built, images, run_cli, args):
+    before = snapshot(built)
+    named = {"IMAGES": images[0]}
+    result = run_cli(*[named.get(a) or (built / a if "." in a else a) for a in args])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("hashkit: error: ") and result.stderr.count("\n") == 1
+    assert "choose another" in result.stderr
+    assert snapshot(built) == before
+
+
+def test_index_parameters_faiss_would_hang_or_crash_on_are_one_line(built, run_cli):
+    codes, out = built / "codes.h5", built / "out.faiss"
+    before = snapshot(built)
+    cases = [
+        (("--type", "multihash", "--nflip", "9"), "nflip 9 is larger than the 8 bits"),
+        (("--factory", "BHNSW1"), "HNSW degree M must be between 2"),
+        (("--factory", "BIVF0"), "at least 1 list"),
+        (("--factory", "BIVF13"), "larger than the 12 codes"),
+        (("--factory", "BIVF2_HNSW1"), "HNSW degree M must be between 2"),
+        (("--factory", "BHash0x8"), "needs >= 1 table"),
+        (("--factory", "BHash2x9"), "do not fit codes of 16 bits"),
+        (("--factory", "BHNSW32junk"), "unknown index factory string 'BHNSW32junk'"),
+        (("--factory", "junk"), "unknown index factory string"),
+    ]
+    for options, message in cases:
+        result = run_cli("build-index", codes, out, *options)
+        assert result.exit_code == 1, (options, result.output)
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert snapshot(built) == before
+    assert run_cli("build-index", codes, out, "--type", "multihash").exit_code == 0
+    result = run_cli("search", out, "--codes", codes, "--nflip", "40")
+    assert result.exit_code == 1 and "nflip 40 is larger than the 8 bits" in result.stderr
+
+
+def write_raw_store(path, codes, ids, bits):
+    with h5py.File(path, "w") as f:
+        f["codes"] = codes
+        f["ids"] = ids
+        f.attrs["bits"] = bits
+
+
+def test_stores_faiss_cannot_index_faithfully_are_refused(tmp_path, run_cli):
+    codes = np.arange(12, dtype=np.uint8).reshape(6, 2)
+    cases = [
+        (np.zeros((6, 0), np.uint8), np.arange(6), 0, "at least 1 bit"),
+        (codes, np.array([0, 1, 2, 2, 3, 4]), 16, "id 2 appears 2 times"),
+        (codes, np.arange(6) - 1, 16, "ids must be >= 0"),
+    ]
+    for codes, ids, bits, message in cases:
+        write_raw_store(tmp_path / "s.h5", codes, ids, bits)
+        result = run_cli("build-index", tmp_path / "s.h5", tmp_path / "out.faiss")
+        assert result.exit_code == 1 and message in result.stderr, result.output
+        assert not (tmp_path / "out.faiss").exists()
+
+
+SIDECARS = [
+    (b"", "is empty"),
+    (b"[1, 2]", "is not a hashkit index sidecar"),
+    (b'{"format": "hashkit-index", "bits": 12, "store": "caf\xe9.h5"}', "is not UTF-8"),
+    (b'{"format": "hashkit-index"}', "has no 'bits'"),
+    (b'{"bits": 12}', "is not a hashkit index sidecar"),
+    (b'{"format": "hashkit-index", "bits": "12"}', "'bits' must be a positive integer"),
+    (b'{"format": "hashkit-index", "bits": true}', "'bits' must be a positive integer"),
+    (b'{"format": "hashkit-index", "bits": 12, "count": -1}', "'count' must be"),
+    (b'{"format": "hashkit-index", "bits": 12, "params": []}', "'params' must be an object"),
+    (b'{"format": "hashkit-index", "bits": 12, "params": {"nprobe": "x"}}', "'nprobe' must"),
+    (b'{"format": "hashkit-index", "bits": 12, "store": 5}', "'store' must be a path"),
+    (b'{"format": "hashkit-index", "bits": 12, "store_uuid": 5}', "'store_uuid' must"),
+    (b'{"format": "hashkit-index", "bits": 12, "index_size": "x"}', "'index_size' must"),
+    (b'{"format": "hashkit-index", "bits": 12, "type": "multihash", "params": {"nflip": 40}}',
+     "nflip 40 is larger"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("content, message", SIDECARS)
+def test_a_malformed_sidecar_is_one_line_naming_it(built, run_cli, content, message):
+    out = built / "out.faiss"
+    if b"nflip" in content:
+        assert run_cli("build-index", built / "codes.h5", out, "--type", "multihash").exit_code == 0
+        meta = json.loads((built / "out.faiss.json").read_text())
+        content = json.dumps({**meta, "params": {**meta["params"], "nflip": 40}}).encode()
+    (built / "out.faiss.json").write_bytes(content)
+    for args in (("search", out, "--codes", built / "q.h5"), ("info", out), ("add", out, built)):
+        result = run_cli(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.startswith(f"hashkit: error: {out}.json")
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_damaged_index_is_one_line(built, run_cli):
+    out = built / "out.faiss"
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) // 2])
+    result = run_cli("search", out, "--codes", built / "q.h5")
+    assert result.exit_code == 1 and "is not the index its sidecar" in result.stderr
+    (built / "out.faiss.json").unlink()
+    for content in (b"", b"\x00" * 100, data[: len(data) // 2]):
+        out.write_bytes(content)
+        for args in (("search", out, "--codes", built / "q.h5"), ("info", out)):
+            result = run_cli(*args)
+            assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+            assert "FAISS" in result.stderr and ".tmp" not in result.stderr
+
+
+def test_info_describes_a_valid_index_and_says_what_is_wrong_with_its_store(built, run_cli):
+    out, store = built / "out.faiss", built / "codes.h5"
+    good = store.read_bytes()
+    cases = [
+        (lambda: store.write_bytes(b"not hdf5"), "not an HDF5 code store"),
+        (lambda: shutil.copy(built / "q.h5", store), "built from another code store"),
+        (store.unlink, "code store not found"),
+    ]
+    for damage, message in cases:
+        store.write_bytes(good)
+        damage()
+        result = run_cli("info", out)
+        assert result.exit_code == 0, result.output
+        assert "not a FAISS index" not in result.output
+        assert "type:" in result.stdout and "flat" in result.stdout
+        warning = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+        assert len(warning) == 1 and message in warning[0], result.stdout

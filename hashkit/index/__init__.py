@@ -5,7 +5,10 @@ An index file is plain FAISS (``faiss.read_index_binary`` reads it); its ids are
 store's ``ids``. One concept per module:
 
 - :mod:`hashkit.index.build`: index types, the factory string, building, search parameters;
-- :mod:`hashkit.index.sidecar`: the ``out.faiss.json`` sidecar, ``read_index``/``write_index``;
+- :mod:`hashkit.index.sidecar`: the ``out.faiss.json`` sidecar and ``read_index``;
+- :mod:`hashkit.index.commit`: the writers' lock and commit journal (``write_index``), and
+  consistent reads (``read_snapshot``);
+- :mod:`hashkit.index.create`: ``build-index`` from a code store or an image folder;
 - :mod:`hashkit.index.compat`: bits/fingerprint checks and index-vs-store alignment;
 - :mod:`hashkit.index.gpu`: GpuIndexBinaryFlat with the store's ids;
 - :mod:`hashkit.index.describe`: what ``hashkit info`` shows;
@@ -21,6 +24,8 @@ from hashkit.index.append import (
 from hashkit.index.build import (
     INDEX_TYPES,
     build_index,
+    check_factory,
+    check_nflip,
     default_hash_bits,
     default_nlist,
     index_description,
@@ -30,7 +35,17 @@ from hashkit.index.build import (
     search,
     set_search_params,
 )
+from hashkit.index.commit import (
+    IndexSnapshot,
+    commit_files,
+    finish_interrupted_commit,
+    journal_path,
+    lock_index,
+    read_snapshot,
+    write_index,
+)
 from hashkit.index.compat import Alignment, check_alignment, check_compatible
+from hashkit.index.create import BuildReport, create_index
 from hashkit.index.describe import describe_index
 from hashkit.index.gpu import (
     GPU_MAX_K,
@@ -43,10 +58,11 @@ from hashkit.index.gpu import (
 from hashkit.index.sidecar import (
     SIDECAR_FORMAT,
     IndexInfo,
+    NotAnIndexError,
+    load_sidecar,
     prepare_index_files,
     read_index,
     sidecar_path,
-    write_index,
 )
 
 __all__ = [
@@ -55,25 +71,37 @@ __all__ = [
     "SIDECAR_FORMAT",
     "AddReport",
     "Alignment",
+    "BuildReport",
     "DeviceFlatIndex",
     "IndexAppender",
     "IndexInfo",
+    "IndexSnapshot",
+    "NotAnIndexError",
     "add_images",
     "append_code_batches",
     "build_index",
     "check_alignment",
     "check_compatible",
+    "check_factory",
+    "check_nflip",
+    "commit_files",
+    "create_index",
     "default_hash_bits",
     "default_nlist",
     "describe_index",
+    "finish_interrupted_commit",
     "flat_codes",
     "gpu_count",
     "index_description",
     "index_ids",
     "index_params",
     "index_type_of",
+    "journal_path",
+    "load_sidecar",
+    "lock_index",
     "prepare_index_files",
     "read_index",
+    "read_snapshot",
     "search",
     "search_index_for",
     "set_search_params",

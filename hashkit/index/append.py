@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from hashkit.atomic import check_outputs
 from hashkit.codes import BIT_ORDER
 from hashkit.errors import DataError, MismatchError
+from hashkit.index.commit import commit_files, journal_path, lock_index
 from hashkit.index.compat import check_alignment, check_compatible
-from hashkit.index.sidecar import prepare_index_files, read_index
+from hashkit.index.sidecar import prepare_index_files, read_index, sidecar_path
+from hashkit.lock import FileLock
 
 
 def _normal_path(p: str) -> str:
@@ -36,18 +40,39 @@ class AddReport:
 class IndexAppender:
     """Append codes to an index and its code store together, atomically.
 
-    Used as a context manager: codes go to a temporary copy of the store and to the index in
-    memory; on success the store, the index and the sidecar are renamed into place in that
-    order. If the block raises, nothing on disk changes. If the process dies between the
-    renames, the store is ahead of the index, ``check_alignment`` reports it, and the next
-    appender indexes the missing tail first (``report.recovered``).
+    Used as a context manager. It holds the index's lock and its store's (a second writer
+    waits, saying so through ``on_wait``, or with ``wait=False`` raises LockedError), so two
+    appends never start from the same state. Codes go to a temporary copy of the store and to
+    the index in memory; on success the store, the index and the sidecar are replaced as one
+    journalled commit. If the block raises, nothing on disk changes. A store ahead of its index
+    (left by versions of hashkit without the journal) is caught up first
+    (``report.recovered``).
     """
 
-    def __init__(self, index_path: str | os.PathLike) -> None:
+    def __init__(
+        self,
+        index_path: str | os.PathLike,
+        *,
+        wait: bool = True,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        self.index_path = Path(index_path)
+        self._locks = ExitStack()
+        self._writer = None
+        try:
+            self._locks.callback(
+                lock_index(index_path, wait=wait, on_wait=on_wait, purpose="hashkit add").release
+            )
+            self._open(wait, on_wait)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _open(self, wait: bool, on_wait: Callable[[str], None] | None) -> None:
         from hashkit.store import StoreWriter, read_store
 
-        self.index_path = Path(index_path)
-        self.index, self.info = read_index(self.index_path)
+        index_path = self.index_path
+        self.index, self.info = read_index(index_path)
         if self.info.store is None:
             raise DataError(f"{index_path} has no sidecar naming its code store")
         if self.info.bit_order != BIT_ORDER:
@@ -56,6 +81,18 @@ class IndexAppender:
                 f"rebuild it with `hashkit build-index {self.info.store} {index_path}` "
                 "before adding to it"
             )
+        check_outputs(
+            {
+                "the code store": self.info.store,
+                "the index": index_path,
+                "its sidecar": sidecar_path(index_path),
+                "its journal": journal_path(index_path),
+            },
+            {"the model": self.info.model},
+        )
+        self._locks.enter_context(
+            FileLock(self.info.store, wait=wait, on_wait=on_wait, purpose="hashkit add")
+        )
         store = read_store(self.info.store, codes=False)
         check_compatible(
             bits_a=self.info.bits,
@@ -103,29 +140,31 @@ class IndexAppender:
         return ids
 
     def commit(self) -> AddReport:
-        """Write the temporary files and rename them into place: store, index, sidecar."""
-        self._writer.finish()
-        files = prepare_index_files(
-            self.index,
-            self.index_path,
-            bits=self.bits,
-            store=self.info.store,
-            model=self.info.model,
-            model_fingerprint=self.fingerprint,
-            store_uuid=self.store_uuid,
-        )
+        """Write the temporary files and replace store, index and sidecar as one commit."""
         try:
-            self._writer.commit()
-            for f in files:
-                f.commit()
+            self._writer.finish()
+            files = prepare_index_files(
+                self.index,
+                self.index_path,
+                bits=self.bits,
+                store=self.info.store,
+                model=self.info.model,
+                model_fingerprint=self.fingerprint,
+                store_uuid=self.store_uuid,
+            )
+            commit_files(self.index_path, [self._writer.pending, *files])
         finally:
-            for f in files:
-                f.discard()
+            self.abort()
         self.report.count = int(self.index.ntotal)
         return self.report
 
     def abort(self) -> None:
-        self._writer.abort()
+        """Drop what was not committed and release the locks."""
+        try:
+            if self._writer is not None:
+                self._writer.abort()
+        finally:
+            self._locks.close()
 
     def __enter__(self) -> IndexAppender:
         return self
@@ -147,15 +186,18 @@ def add_images(
     device: str = "auto",
     strict: bool = False,
     progress: Callable | None = None,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
 ) -> AddReport:
     """Encode the image files among ``paths`` that the index's store lacks, with ``bundle``
     (which must be the index's model), and append them to the store and the index.
 
-    Old images are not re-encoded; new ids continue after the store's largest id.
+    Old images are not re-encoded; new ids continue after the store's largest id. ``wait``
+    and ``on_wait``: what to do while another writer holds the index (see IndexAppender).
     """
     from hashkit.encode import EncodeReport, iter_file_codes
 
-    with IndexAppender(index_path) as appender:
+    with IndexAppender(index_path, wait=wait, on_wait=on_wait) as appender:
         check_compatible(
             bits_a=bundle.bits,
             bits_b=appender.bits,
@@ -182,11 +224,15 @@ def add_images(
 
 
 def append_code_batches(
-    index_path: str | os.PathLike, batches: Iterable[tuple[np.ndarray, Sequence[str]]]
+    index_path: str | os.PathLike,
+    batches: Iterable[tuple[np.ndarray, Sequence[str]]],
+    *,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
 ) -> AddReport:
     """Append ``(codes n x nbytes uint8, paths n)`` batches to an index and its store;
     paths the store already holds are skipped."""
-    with IndexAppender(index_path) as appender:
+    with IndexAppender(index_path, wait=wait, on_wait=on_wait) as appender:
         for codes, paths in batches:
             first: dict[str, int] = {}
             for i, p in enumerate(paths):

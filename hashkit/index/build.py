@@ -13,6 +13,7 @@ Index types:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -22,6 +23,20 @@ from hashkit.errors import DataError, HashkitError, MismatchError
 from hashkit.store import check_ids
 
 INDEX_TYPES = ("flat", "ivf", "hnsw", "multihash")
+
+MAX_HNSW_M = 1024  # neighbours per node; beyond this an HNSW graph only costs memory
+MAX_FLIP_PROBES = 1 << 24  # hash buckets probed per query and table; more would never finish
+
+# The factory strings faiss.index_binary_factory understands, in full (FAISS itself reads
+# only a prefix with sscanf, so "BHNSW32junk" would pass and "BHNSW1" would crash).
+_FACTORY = re.compile(
+    r"(?:IDMap2?,)?(?:BFlat"
+    r"|BIVF(?P<nlist>\d+)(?:_HNSW(?P<quantizer_m>\d+))?"
+    r"|BHNSW(?P<m>\d+)"
+    r"|BHash(?P<nhash>\d+)x(?P<multi_bits>\d+)"
+    r"|BHash(?P<hash_bits>\d+))"
+)
+FACTORY_FORMS = "BFlat, BIVF<nlist>, BIVF<nlist>_HNSW<M>, BHNSW<M>, BHash<b>, BHash<n>x<b>"
 
 
 def _faiss():
@@ -55,21 +70,72 @@ def index_description(
     if index_type == "flat":
         return "IDMap,BFlat"
     if index_type == "ivf":
-        nlist = nlist or default_nlist(n)
-        if nlist > n:
-            raise HashkitError(f"--nlist {nlist} is larger than the {n} codes to index")
-        return f"BIVF{nlist}"
+        return f"BIVF{default_nlist(n) if nlist is None else nlist}"
     if index_type == "hnsw":
         return f"IDMap,BHNSW{hnsw_m}"
     if index_type == "multihash":
         hash_bits = hash_bits or default_hash_bits(n, bits)
         nhash = nhash or max(1, bits // hash_bits)
-        if nhash * hash_bits > 8 * code_bytes(bits) or hash_bits > 64:
-            raise HashkitError(
-                f"multi-hash of {nhash} x {hash_bits} bits does not fit {bits}-bit codes"
-            )
         return f"IDMap,BHash{nhash}x{hash_bits}"
     raise HashkitError(f"unknown index type {index_type!r}; choose one of {INDEX_TYPES}")
+
+
+def check_factory(description: str, bits: int, n: int) -> None:
+    """Raise HashkitError unless ``description`` is a binary factory string that FAISS builds
+    into a working index of ``n`` codes of ``bits`` bits (checked before FAISS sees it)."""
+    m = _FACTORY.fullmatch(description)
+    if m is None:
+        raise HashkitError(
+            f"unknown index factory string {description!r}; hashkit builds {FACTORY_FORMS}, "
+            "optionally after 'IDMap,' or 'IDMap2,'"
+        )
+    d = 8 * code_bytes(bits)
+    if m["nlist"] is not None:
+        _check_nlist(int(m["nlist"]), n)
+    for key in ("m", "quantizer_m"):
+        if m[key] is not None:
+            check_hnsw_m(int(m[key]))
+    if m["hash_bits"] is not None:
+        _check_hash(1, int(m["hash_bits"]), d)
+    if m["nhash"] is not None:
+        _check_hash(int(m["nhash"]), int(m["multi_bits"]), d)
+
+
+def _check_nlist(nlist: int, n: int) -> None:
+    if nlist < 1:
+        raise HashkitError(f"an IVF index needs at least 1 list, not {nlist}")
+    if nlist > n:
+        raise HashkitError(f"--nlist {nlist} is larger than the {n} codes to index")
+
+
+def check_hnsw_m(m: int) -> None:
+    if not 2 <= m <= MAX_HNSW_M:
+        raise HashkitError(f"HNSW degree M must be between 2 and {MAX_HNSW_M}, not {m}")
+
+
+def _check_hash(nhash: int, hash_bits: int, d: int) -> None:
+    if nhash < 1 or hash_bits < 1:
+        raise HashkitError(f"a hash index needs >= 1 table of >= 1 bit, not {nhash} x {hash_bits}")
+    if hash_bits > 64 or nhash * hash_bits > d:
+        raise HashkitError(
+            f"hash tables of {nhash} x {hash_bits} bits do not fit codes of {d} bits "
+            "(at most 64 bits per table)"
+        )
+
+
+def check_nflip(nflip: int, hash_bits: int) -> None:
+    """Raise HashkitError when probing every key within ``nflip`` bit flips of a
+    ``hash_bits``-bit key could not finish (FAISS loops for ever when nflip > hash_bits)."""
+    if nflip < 0:
+        raise HashkitError(f"nflip must be >= 0, not {nflip}")
+    if nflip > hash_bits:
+        raise HashkitError(f"nflip {nflip} is larger than the {hash_bits} bits of a hash key")
+    probes = sum(math.comb(hash_bits, i) for i in range(nflip + 1))
+    if probes > MAX_FLIP_PROBES:
+        raise HashkitError(
+            f"nflip {nflip} on {hash_bits}-bit hash keys probes {probes} buckets per query "
+            f"and table (at most {MAX_FLIP_PROBES}); use a smaller nflip"
+        )
 
 
 def build_index(
@@ -102,16 +168,22 @@ def build_index(
     of ``add_batch``.
     """
     faiss = _faiss()
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) < 1:
+        raise DataError(f"codes of {bits} bits cannot be indexed (at least 1 bit)")
     codes = np.ascontiguousarray(check_packed(codes, bits))
     ids = np.ascontiguousarray(check_ids(ids))
     if len(ids) != len(codes):
         raise HashkitError(f"{len(codes)} codes but {len(ids)} ids")
     if len(codes) == 0:
         raise DataError("no codes to index")
+    for name, value in (("nprobe", nprobe), ("ef_construction", ef_construction)):
+        if value is not None and value < 1:
+            raise HashkitError(f"{name} must be >= 1, not {value}")
     d = 8 * code_bytes(bits)
     description = factory or index_description(
         index_type, len(codes), bits, nlist=nlist, hnsw_m=hnsw_m, nhash=nhash, hash_bits=hash_bits
     )
+    check_factory(description, bits, len(codes))
     try:
         index = faiss.index_binary_factory(d, description)
     except RuntimeError as exc:
@@ -129,12 +201,12 @@ def build_index(
             rng = np.random.default_rng(seed)
             sample = codes[np.sort(rng.choice(len(codes), size=train_size, replace=False))]
         inner.train(sample)
-        inner.nprobe = nprobe or max(1, inner.nlist // 16)
+        set_search_params(index, nprobe=nprobe or max(1, inner.nlist // 16))
     elif isinstance(inner, faiss.IndexBinaryHNSW):
         inner.hnsw.efConstruction = ef_construction
-        inner.hnsw.efSearch = ef_search
-    elif isinstance(inner, faiss.IndexBinaryMultiHash):
-        inner.nflip = nflip
+        set_search_params(index, ef_search=ef_search)
+    elif isinstance(inner, (faiss.IndexBinaryMultiHash, faiss.IndexBinaryHash)):
+        set_search_params(index, nflip=nflip)
     if not index.is_trained:
         index.train(codes)
     starts = range(0, len(codes), add_batch)
@@ -189,21 +261,30 @@ def index_params(index) -> dict:
         )
     elif kind == "multihash":
         params.update(nhash=int(inner.nhash), hash_bits=int(inner.b), nflip=int(inner.nflip))
+    elif isinstance(inner, _faiss().IndexBinaryHash):
+        params.update(hash_bits=int(inner.b), nflip=int(inner.nflip))
     return params
 
 
 def set_search_params(
     index, *, nprobe: int | None = None, ef_search: int | None = None, nflip: int | None = None
 ) -> None:
-    """Set the search-time parameters that apply to ``index`` (others are ignored)."""
+    """Set the search-time parameters that apply to ``index`` (others are ignored), after
+    checking them: HashkitError for values FAISS would fail or hang on."""
+    faiss = _faiss()
     inner = _inner(index)
-    kind = index_type_of(index)
-    if kind == "ivf" and nprobe is not None:
+    if isinstance(inner, faiss.IndexBinaryIVF) and nprobe is not None:
+        if nprobe < 1:
+            raise HashkitError(f"nprobe must be >= 1, not {nprobe}")
         inner.nprobe = int(nprobe)
-    elif kind == "hnsw" and ef_search is not None:
+    elif isinstance(inner, faiss.IndexBinaryHNSW) and ef_search is not None:
+        if ef_search < 1:
+            raise HashkitError(f"ef_search must be >= 1, not {ef_search}")
         inner.hnsw.efSearch = int(ef_search)
-    elif kind == "multihash" and nflip is not None:
-        inner.nflip = int(nflip)
+    elif isinstance(inner, (faiss.IndexBinaryMultiHash, faiss.IndexBinaryHash)):
+        if nflip is not None:
+            check_nflip(int(nflip), int(inner.b))
+            inner.nflip = int(nflip)
 
 
 def index_ids(index) -> np.ndarray | None:

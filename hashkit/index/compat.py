@@ -71,10 +71,19 @@ def check_alignment(
     ids (``store_ids`` int64 N); raise MismatchError when it cannot."""
     store_name = str(info.store) if info.store else "its code store"
     uuid = str(store_attrs.get("uuid", ""))
-    if info.store_uuid and uuid and info.store_uuid != uuid:
+    if info.store_uuid != uuid:
+        # A store written by hashkit has a uuid and its index's sidecar records it; a sidecar
+        # without one (or a store without one) cannot vouch that they belong together.
+        why = (
+            "store uuid differs"
+            if info.store_uuid and uuid
+            else "its sidecar records no store uuid"
+            if uuid
+            else f"{store_name} has no uuid"
+        )
         raise MismatchError(
             f"{index_path} was built from another code store than {store_name} "
-            "(store uuid differs): rebuild it with `hashkit build-index`"
+            f"({why}): rebuild it with `hashkit build-index`"
         )
     n = len(store_ids)
     if index.ntotal > n:

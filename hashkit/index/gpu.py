@@ -40,7 +40,9 @@ class DeviceFlatIndex:
         self.ntotal = device_index.ntotal
 
     def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if k > GPU_MAX_K and self.cpu_index is not None:
+        if k > GPU_MAX_K:
+            if self.cpu_index is None:
+                raise HashkitError(f"k={k} is above the GPU's limit of {GPU_MAX_K}: use --no-gpu")
             return self.cpu_index.search(xq, k)
         D, I = self.device_index.search(xq, k)
         return D, np.where(I >= 0, self.ids[np.maximum(I, 0)], -1)
