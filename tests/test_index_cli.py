@@ -226,9 +226,9 @@ def write_raw_store(path, codes, ids, bits):
 def test_stores_faiss_cannot_index_faithfully_are_refused(tmp_path, run_cli):
     codes = np.arange(12, dtype=np.uint8).reshape(6, 2)
     cases = [
-        (np.zeros((6, 0), np.uint8), np.arange(6), 0, "at least 1 bit"),
-        (codes, np.array([0, 1, 2, 2, 3, 4]), 16, "id 2 appears 2 times"),
-        (codes, np.arange(6) - 1, 16, "ids must be >= 0"),
+        (np.zeros((6, 0), np.uint8), np.arange(6), 0, "'codes' must be uint8 N x bytes"),
+        (codes, np.array([0, 1, 2, 2, 3, 4]), 16, "must be distinct"),
+        (codes, np.arange(6) - 1, 16, "must be >= 0"),
     ]
     for codes, ids, bits, message in cases:
         write_raw_store(tmp_path / "s.h5", codes, ids, bits)

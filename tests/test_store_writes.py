@@ -16,7 +16,7 @@ from hashkit.store import CodeStore, StoreWriter, read_store, write_store
 
 def test_a_store_of_zero_bit_codes_is_refused(tmp_path):
     for bits in (0, -3):
-        with pytest.raises(HashkitError, match="at least 1 bit"):
+        with pytest.raises(HashkitError, match="must be at least 1"):
             StoreWriter(tmp_path / "s.h5", bits)
     assert list(tmp_path.iterdir()) == []
 
