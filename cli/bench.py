@@ -9,13 +9,15 @@ from pathlib import Path
 import click
 
 from hashkit.cli.options import (
+    MAX_K,
+    FilePath,
     data_options,
     data_source,
     device_option,
     load_data,
     quiet_option,
 )
-from hashkit.cli.progress import progress_factory
+from hashkit.cli.progress import log_factory, progress_factory
 from hashkit.cli.search import gpu_option
 from hashkit.config import TrainConfig
 
@@ -23,21 +25,21 @@ from hashkit.config import TrainConfig
 @click.command("bench")
 @click.option(
     "--bits",
-    type=click.IntRange(1, 1024),
+    type=click.IntRange(2, 1024),
     default=32,
     show_default=True,
     help="Code length of the model trained when no --model is given.",
 )
 @click.option(
     "--model",
-    type=click.Path(exists=True, dir_okay=False),
+    type=FilePath(exists=True, dir_okay=False),
     default=None,
     help="Model bundle to benchmark  [default: train one with the defaults]",
 )
-@data_options
+@data_options(model_defaults=True)
 @click.option(
     "--top-k",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_K),
     default=None,
     help="k of mAP@k  [default: the protocol's, 5000 for multi-label data, else 1000]",
 )
@@ -54,7 +56,7 @@ from hashkit.config import TrainConfig
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False),
+    type=FilePath(file_okay=False),
     default="bench",
     show_default=True,
     help="Folder for bench.json and bench.md (and model.pt).",
@@ -90,9 +92,11 @@ def bench_command(
     """
     from hashkit.bench import run_benchmark, write_benchmark
     from hashkit.bundle import load_bundle, save_bundle
+    from hashkit.encode import resolve_device
     from hashkit.train import train
 
-    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    resolve_device(device)  # a device this machine lacks fails now, not after loading data
+    say = log_factory(quiet)
     progress = progress_factory(quiet)
     if model is not None:
         bundle = load_bundle(model)

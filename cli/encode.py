@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hashkit.cli.options import data_options, encoding_options, load_data
+from hashkit.cli.options import FilePath, data_options, encoding_options, load_data
 from hashkit.cli.progress import progress_factory, warn_unreadable
 
 
@@ -15,10 +15,10 @@ from hashkit.cli.progress import progress_factory, warn_unreadable
 @click.option(
     "--model",
     required=True,
-    type=click.Path(exists=True, dir_okay=False),
+    type=FilePath(exists=True, dir_okay=False),
     help="Model bundle that encodes the images.",
 )
-@data_options
+@data_options(model_defaults=True)
 @click.option(
     "--part",
     type=click.Choice(["all", "query", "database", "train"]),
@@ -58,17 +58,19 @@ def encode_command(
       hashkit eval query.h5 db.h5
     """
     from hashkit.bundle import load_bundle
-    from hashkit.errors import HashkitError
 
     if len(args) > 2:
-        raise HashkitError("give at most one source and one output file")
+        raise click.UsageError("give at most one source and one output file")
     out = Path(args[-1])
     source = args[0] if len(args) == 2 else None
     if source is not None and data is not None:
-        raise HashkitError("give the data as an argument or as --data, not both")
+        raise click.UsageError("give the data as an argument or as --data, not both")
+    folder = source is not None and Path(source).is_dir()
+    if folder:
+        _refuse_split_options(source, part, root, protocol, split_file, split_seed)
     bundle = load_bundle(model)
     progress = progress_factory(quiet)
-    if source is not None and Path(source).is_dir():
+    if folder:
         from hashkit.encode import encode_files_to_store, find_images
 
         report = encode_files_to_store(
@@ -90,6 +92,30 @@ def encode_command(
         )
     warn_unreadable(report.skipped)
     click.echo(f"wrote {out}: {report.encoded} {bundle.bits}-bit codes")
+
+
+def _refuse_split_options(folder, part, root, protocol, split_file, split_seed) -> None:
+    """An IMAGES folder is encoded whole and unlabelled: options that choose part of a
+    dataset would be ignored, so they are refused instead."""
+    from hashkit.errors import HashkitError
+
+    given = [
+        name
+        for name, value in (
+            ("--part", None if part == "all" else part),
+            ("--root", root),
+            ("--protocol", protocol),
+            ("--split", split_file),
+            ("--split-seed", split_seed),
+        )
+        if value is not None
+    ]
+    if given:
+        raise HashkitError(
+            f"{', '.join(given)} apply to a dataset, but {folder} is encoded as a plain image "
+            f"folder (all of it, no labels); give it as --data {folder} to encode it as a "
+            "labelled dataset with its split"
+        )
 
 
 def _encode_dataset(
@@ -120,7 +146,7 @@ def _encode_dataset(
             bundle,
             dataset,
             indices,
-            batch_size=max(batch_size, 4096) if dataset.images is not None else batch_size,
+            batch_size=batch_size,
             num_workers=workers,
             device=device,
             strict=strict,

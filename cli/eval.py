@@ -9,18 +9,19 @@ import click
 import numpy as np
 
 from hashkit.atomic import atomic_path
+from hashkit.cli.options import MAX_K, FilePath
 from hashkit.errors import DataError, MismatchError
 from hashkit.metrics import evaluate_retrieval
 from hashkit.store import CodeStore, read_store
 
 
 @click.command("eval")
-@click.argument("query_codes", type=click.Path(dir_okay=False))
-@click.argument("database_codes", type=click.Path(dir_okay=False))
+@click.argument("query_codes", type=FilePath(dir_okay=False))
+@click.argument("database_codes", type=FilePath(dir_okay=False))
 @click.option(
     "--top-k",
     "top_k",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_K),
     multiple=True,
     default=(1000,),
     help="Report mAP@K too (repeat for several K).",
@@ -29,7 +30,7 @@ from hashkit.store import CodeStore, read_store
 @click.option(
     "--plot",
     "plot_dir",
-    type=click.Path(file_okay=False),
+    type=FilePath(file_okay=False),
     default=None,
     help="Write pr_curve.png and precision_at_k.png into this folder.",
 )

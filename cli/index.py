@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hashkit.cli.options import encoding_options
+from hashkit.cli.options import FilePath, encoding_options
 from hashkit.cli.progress import progress_factory, warn_unreadable
 
 
@@ -83,19 +83,19 @@ def index_options(func):
 
 
 @click.command("build-index")
-@click.argument("source", type=click.Path(exists=True))
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("source", type=FilePath(exists=True))
+@click.argument("out", type=FilePath(dir_okay=False))
 @click.option(
     "--model",
     "model",
-    type=click.Path(dir_okay=False),
+    type=FilePath(dir_okay=False),
     default=None,
     help="Model bundle that encodes the images (needed for an image folder).",
 )
 @click.option(
     "--codes",
     "codes_path",
-    type=click.Path(dir_okay=False),
+    type=FilePath(dir_okay=False),
     default=None,
     help="Code store to write for an image folder  [default: OUT with .h5]",
 )

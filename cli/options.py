@@ -2,13 +2,70 @@
 
 from __future__ import annotations
 
+import functools
+import math
+import re
+
 import click
 
 DEFAULT_DATA = "fashion-mnist"
 
+# The largest k a command accepts (-k, --top-k): FAISS and numpy index with 32-bit ints in
+# places, and no database a command line serves holds more items; a larger k is a typo.
+MAX_K = 2**31 - 1
+# Seeds go to numpy (non-negative) and torch (at most 64 bits): 32 bits suit both.
+MAX_SEED = 2**32 - 1
 
-def data_options(func):
-    """--data, --root, --protocol, --split, --split-seed: the same on train, encode and bench."""
+
+class FiniteFloat(click.FloatRange):
+    """A FloatRange that also refuses nan and infinity (which every range comparison lets
+    through), so ``--lr nan`` is a usage error instead of a diverged training run."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+class Device(click.ParamType):
+    """A torch device string: auto (CUDA when present, else the CPU), cpu, cuda, cuda:N or
+    mps. Whether that device exists is checked when it is first used (exit 1 if not)."""
+
+    name = "device"
+    _PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip().lower()
+        if not self._PATTERN.fullmatch(text):
+            self.fail(f"{value!r} is not a device: use auto, cpu, cuda, cuda:N or mps.", param, ctx)
+        return text
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "auto|cpu|cuda[:N]|mps"
+
+
+class FilePath(click.Path):
+    """click.Path whose refusals (a missing file, a folder where a file is expected, an
+    unreadable file) are file errors by the rule of docs/cli.md: one ``hashkit: error:`` line
+    and exit 1, found before any work starts, rather than a usage error (exit 2)."""
+
+    def fail(self, message: str, param=None, ctx=None):
+        from hashkit.cli.main import CommandError
+
+        hint = param.get_error_hint(ctx) if param is not None else "path"
+        raise CommandError(f"{hint}: {message[:1].lower()}{message[1:].rstrip('.')}")
+
+
+def data_options(func=None, *, model_defaults: bool = False):
+    """--data, --root, --protocol, --split, --split-seed: the same on train, encode, bench and
+    export-images. ``@data_options(model_defaults=True)`` on commands whose --model fills in
+    what is not given from the model's training (encode, bench): their help says so."""
+    if func is None:
+        return functools.partial(data_options, model_defaults=model_defaults)
+    or_model = ", or the model's" if model_defaults else ""
     options = [
         click.option(
             "--data",
@@ -16,32 +73,33 @@ def data_options(func):
             metavar="DATA",
             help="Built-in dataset (fashion-mnist, mnist, cifar10, nus-wide), an image "
             "folder (one sub-folder per class) or a list file  "
-            f"[default: {DEFAULT_DATA}, or the model's]",
+            f"[default: {DEFAULT_DATA}{or_model}]",
         ),
         click.option(
             "--root",
             default=None,
-            type=click.Path(file_okay=False),
+            type=FilePath(file_okay=False),
             help="Folder holding the dataset's files (else $HASHKIT_DATA, then system paths).",
         ),
         click.option(
             "--protocol",
             type=click.Choice(["reduced", "full"]),
             default=None,
-            help="METHOD.md section 4 split  [default: reduced, or the model's]",
+            help="Split into training, query and database images (docs/method.md, section 4)  "
+            f"[default: reduced{or_model}]",
         ),
         click.option(
             "--split",
             "split_file",
             default=None,
-            type=click.Path(exists=True, dir_okay=False),
+            type=FilePath(exists=True, dir_okay=False),
             help="An .npz or .json file with train/query/database indices.",
         ),
         click.option(
             "--split-seed",
-            type=int,
+            type=click.IntRange(0, MAX_SEED),
             default=None,
-            help="Seed of the protocol split  [default: 0, or the model's]",
+            help=f"Seed of the protocol split  [default: 0{or_model}]",
         ),
     ]
     for option in reversed(options):
@@ -106,9 +164,11 @@ def quiet_option(func):
 def device_option(func):
     return click.option(
         "--device",
+        type=Device(),
         default="auto",
         show_default=True,
-        help="auto (CUDA when present), cpu, cuda, cuda:1 ...",
+        help="Where the network runs: auto (CUDA when present, else the CPU), cpu, cuda, "
+        "cuda:N or mps.",
     )(func)
 
 
@@ -116,7 +176,13 @@ def encoding_options(func):
     """--batch-size, --workers, --strict, --device and -q: how images are decoded and encoded
     (build-index, encode, add)."""
     options = [
-        click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1),
+            default=256,
+            show_default=True,
+            help="Images per network batch; the progress bar counts these batches.",
+        ),
         click.option(
             "--workers",
             type=click.IntRange(0),

@@ -18,17 +18,32 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from hashkit.errors import DataError
+from hashkit.errors import DataError, DeviceError
 from hashkit.models import NetworkConfig
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``auto`` (or None) picks CUDA when present, else the CPU."""
-    if device in (None, "auto"):
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto`` (or None) picks CUDA when present, else the CPU; DeviceError for a device
+    string torch does not know or a device this machine does not have."""
+    if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(
+            f"not a device: {device!r} (use auto, cpu, cuda, cuda:N or mps)"
+        ) from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= count:
+            raise DeviceError(
+                f"device {device} is not available: this machine has {count} CUDA device(s)"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("device mps is not available on this machine")
+    return dev
 
 
 def input_transform(config: NetworkConfig, augment: str = "none"):

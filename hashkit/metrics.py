@@ -483,7 +483,7 @@ class _Labels:
 
 def protocol_top_k(labels: np.ndarray) -> int:
     """The k of the mAP@k that published protocols report for data labelled like ``labels``
-    (METHOD.md section 4): 5,000 for multi-label data (NUS-WIDE), 1,000 otherwise."""
+    (docs/method.md, section 4): 5,000 for multi-label data (NUS-WIDE), 1,000 otherwise."""
     return 5000 if np.asarray(labels).ndim == 2 else 1000
 
 

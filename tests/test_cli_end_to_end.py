@@ -44,7 +44,9 @@ def test_train_build_index_and_search_finds_the_query_itself_first(tmp_path, tra
     query = root / "class1" / "005.png"
     result = run_cli("search", index, query, "-k", "3", "--json")
     assert result.exit_code == 0, result.output
-    hits = json.loads(result.stdout.splitlines()[0])["results"]
+    (record,) = json.loads(result.stdout)
+    assert record["query_id"] == 0 and record["query_path"] == str(query)
+    hits = record["results"]
     assert hits[0]["distance"] == 0
     zero = [h["path"] for h in hits if h["distance"] == 0]
     assert str(query) in zero
