@@ -82,7 +82,8 @@ def bench_command(
 ):
     """Measure mAP, mAP@k and search speed (flat and IVF) of a model on a protocol split.
 
-    With --model, the data and split default to the ones the model was trained on.
+    With --model, the data and split default to the ones the model was trained on. What each
+    number means: docs/method.md, section 4.
 
     \b
     Examples:

@@ -43,12 +43,12 @@ from hashkit.store import CodeStore, read_store
 def eval_command(query_codes, database_codes, top_k, as_json, plot_dir, threads) -> None:
     """Score the Hamming ranking of DATABASE_CODES for each of QUERY_CODES.
 
-    Both files are code stores with labels (HDF5: ``codes`` uint8 packed, ``labels`` int64 N
-    or uint8 N x C multi-hot, attribute ``bits``), e.g. written by ``hashkit encode`` or by
+    Both files are code stores with labels (HDF5: `codes` uint8 packed, `labels` int64 N
+    or uint8 N x C multi-hot, attribute `bits`), e.g. written by `hashkit encode` or by
     plain h5py. Relevant = same label, or at least one shared label. Prints mAP over the
     whole database and at each K (ties by database order; AP@k normalised by the relevant
     items within the top k), the tie-aware mAP, P@100/500/1000 and the precision within
-    Hamming radius 2.
+    Hamming radius 2 (definitions: docs/method.md, section 4).
 
     \b
     Example:

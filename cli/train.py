@@ -90,6 +90,7 @@ _DEFAULT = TrainConfig()
     type=click.IntRange(1),
     default=_DEFAULT.itq_iterations,
     show_default=True,
+    help="Iterations of ITQ (for --rotation itq and --init itq).",
 )
 @click.option(
     "--backbone",
@@ -105,9 +106,19 @@ _DEFAULT = TrainConfig()
     help="ImageNet weights for a torchvision backbone: a local .pth file, or 'cache' "
     "for the torchvision cache. Nothing is downloaded.",
 )
-@click.option("--epochs", type=click.IntRange(1), default=_DEFAULT.epochs, show_default=True)
 @click.option(
-    "--batch-size", type=click.IntRange(2), default=_DEFAULT.batch_size, show_default=True
+    "--epochs",
+    type=click.IntRange(1),
+    default=_DEFAULT.epochs,
+    show_default=True,
+    help="Passes over the training images.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(2),
+    default=_DEFAULT.batch_size,
+    show_default=True,
+    help="Images per mini-batch; the loss uses every valid triplet inside it.",
 )
 @click.option(
     "--per-class",
@@ -124,7 +135,11 @@ _DEFAULT = TrainConfig()
     help="Adam learning rate.",
 )
 @click.option(
-    "--weight-decay", type=FiniteFloat(min=0), default=_DEFAULT.weight_decay, show_default=True
+    "--weight-decay",
+    type=FiniteFloat(min=0),
+    default=_DEFAULT.weight_decay,
+    show_default=True,
+    help="Adam weight decay.",
 )
 @click.option(
     "--augment",
@@ -190,6 +205,9 @@ def train_command(
     quiet,
 ):
     """Train an SDSH model and write its bundle.
+
+    The network embeds images on the unit sphere, trained with a triplet loss; the rotation R
+    of the codes b = sgn(Rh) is then chosen on the training images (docs/method.md).
 
     \b
     Examples:

@@ -13,6 +13,7 @@ in the library (validation owned by other parts of hashkit); they run like the o
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -30,9 +31,10 @@ from click.testing import CliRunner
 from conftest import write_class_images
 
 from hashkit.bundle import Bundle, save_bundle
-from hashkit.cli.main import _registered
+from hashkit.cli.main import _registered, one_line
 from hashkit.codes import pack_codes
 from hashkit.encode import encode_files_to_store, find_images
+from hashkit.errors import DataError
 from hashkit.models import HashNet, NetworkConfig
 from hashkit.store import CodeStore, write_store
 
@@ -764,3 +766,76 @@ def test_bad_input_needing_library_validation_fails_by_the_rule(
     w, tmp_path, make_args, expected, words, process
 ):
     check_case(w, tmp_path, make_args, expected, words, process)
+
+
+# -- the mechanism: which exceptions become one line ------------------------------------------
+
+
+def raising(exc):
+    def describe(path):
+        raise exc
+
+    return describe
+
+
+@pytest.mark.parametrize(
+    "exc,line",
+    [
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/data/out.h5"),
+            "hashkit: error: No space left on device: /data/out.h5",
+        ),
+        (
+            PermissionError(errno.EACCES, "Permission denied", "/data/model.pt"),
+            "hashkit: error: Permission denied: /data/model.pt",
+        ),
+        (
+            OSError(errno.EXDEV, "Invalid cross-device link", "/a/x.tmp", "/b/x"),
+            None,
+        ),
+        (DataError("store x.h5 holds no codes"), "hashkit: error: store x.h5 holds no codes"),
+        (DataError("bad path a\nb.png"), "hashkit: error: bad path a\\nb.png"),
+    ],
+)
+def test_hashkit_errors_and_user_os_errors_are_one_line(monkeypatch, tmp_path, exc, line):
+    monkeypatch.setattr("hashkit.cli.info.describe", raising(exc))
+    result = invoke("info", put(tmp_path, "x.pt"))
+    if line is None:  # an errno that says nothing about the user's files: a bug, kept whole
+        assert result.exception is exc
+        return
+    assert result.exit_code == 1
+    assert result.stderr == line + "\n"
+
+
+@pytest.mark.parametrize(
+    "exc", [OSError("Unable to open object (h5py's own OSError)"), RuntimeError("a bug")]
+)
+def test_other_exceptions_are_bugs_and_keep_their_traceback(monkeypatch, tmp_path, exc):
+    monkeypatch.setattr("hashkit.cli.info.describe", raising(exc))
+    result = invoke("info", put(tmp_path, "x.pt"))
+    assert result.exception is exc
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, tmp_path):
+    monkeypatch.setattr("hashkit.cli.info.describe", raising(KeyboardInterrupt()))
+    result = invoke("info", put(tmp_path, "x.pt"))
+    assert result.exit_code == 130
+    assert result.stderr == "hashkit: interrupted; existing files were left as they were\n"
+
+
+def test_one_line_escapes_line_breaks_and_other_control_characters():
+    assert one_line("plain/path.png") == "plain/path.png"
+    assert one_line("a\nb\r\tc\x1b[31m" + NON_UTF8) == "a\\nb\\r\\tc\\x1b[31mcaf\\udce9"
+
+
+def test_a_real_process_prints_one_line_for_a_path_with_a_newline_and_non_utf8_bytes(tmp_path):
+    name = os.fsencode(tmp_path) + b"/caf\xe9\nmodel.pt"
+    with open(name, "wb"):
+        pass
+    done = subprocess.run(
+        [sys.executable, "-m", "hashkit.cli.main", "info", name], capture_output=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert done.stdout == b""
+    assert done.stderr.count(b"\n") == 1 and done.stderr.startswith(b"hashkit: error: ")
+    assert b"caf\\udce9\\nmodel.pt" in done.stderr
