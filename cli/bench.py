@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from hashkit.cli.options import (
+    MAX_INT,
     MAX_K,
     FilePath,
     data_options,
@@ -44,7 +45,10 @@ from hashkit.config import TrainConfig
     help="k of mAP@k  [default: the protocol's, 5000 for multi-label data, else 1000]",
 )
 @click.option(
-    "--nlist", type=click.IntRange(1), default=None, help="IVF lists  [default: about sqrt(N)]"
+    "--nlist",
+    type=click.IntRange(1, MAX_INT),
+    default=None,
+    help="IVF lists  [default: about sqrt(N)]",
 )
 @click.option(
     "--epochs",

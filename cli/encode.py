@@ -61,7 +61,8 @@ def encode_command(
 
     if len(args) > 2:
         raise click.UsageError("give at most one source and one output file")
-    out = Path(args[-1])
+    ctx = click.get_current_context()
+    out = Path(FilePath(dir_okay=False, output=True).convert(args[-1], ctx.command.params[0], ctx))
     source = args[0] if len(args) == 2 else None
     if source is not None and data is not None:
         raise click.UsageError("give the data as an argument or as --data, not both")

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 
 import click
 
 DEFAULT_DATA = "fashion-mnist"
 
-# The largest k a command accepts (-k, --top-k): FAISS and numpy index with 32-bit ints in
-# places, and no database a command line serves holds more items; a larger k is a typo.
-MAX_K = 2**31 - 1
+# FAISS takes its parameters (k, nlist, nprobe, efSearch, nflip, ...) as 32-bit C ints: a
+# larger value is refused while parsing rather than overflowing inside FAISS.
+MAX_INT = 2**31 - 1
+# The largest k a command accepts (-k, --top-k); no database a command line serves is larger.
+MAX_K = MAX_INT
+# HNSW's degree M: memory grows with M per stored code; 16 to 64 is usual.
+MAX_HNSW_M = 1024
 # Seeds go to numpy (non-negative) and torch (at most 64 bits): 32 bits suit both.
 MAX_SEED = 2**32 - 1
 
@@ -50,7 +55,28 @@ class Device(click.ParamType):
 class FilePath(click.Path):
     """click.Path whose refusals (a missing file, a folder where a file is expected, an
     unreadable file) are file errors by the rule of docs/cli.md: one ``hashkit: error:`` line
-    and exit 1, found before any work starts, rather than a usage error (exit 2)."""
+    and exit 1, found before any work starts, rather than a usage error (exit 2).
+
+    ``output=True`` marks a file hashkit writes: since it replaces the file whole (a
+    temporary file renamed over it), an existing device, pipe or socket there is refused
+    rather than replaced by a regular file.
+    """
+
+    def __init__(self, *, output: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.output = output
+
+    def convert(self, value, param, ctx):
+        path = super().convert(value, param, ctx)
+        if self.output and os.path.exists(path) and not os.path.isfile(path):
+            self.fail(
+                f"{self.name.title()} {click.format_filename(path)!r} is not a regular file; "
+                "hashkit replaces its output files whole, so it cannot write to a device or a "
+                "pipe",
+                param,
+                ctx,
+            )
+        return path
 
     def fail(self, message: str, param=None, ctx=None):
         from hashkit.cli.main import CommandError

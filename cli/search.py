@@ -11,7 +11,7 @@ import sys
 import click
 
 from hashkit.cli.main import one_line
-from hashkit.cli.options import MAX_K, FilePath, device_option
+from hashkit.cli.options import MAX_INT, MAX_K, FilePath, device_option
 
 FORMATS = ("text", "json", "jsonl", "csv")
 
@@ -53,9 +53,11 @@ def gpu_option(func):
     default=None,
     help="Model bundle  [default: the one the index was built with]",
 )
-@click.option("--nprobe", type=click.IntRange(1), default=None, help="IVF lists to visit.")
-@click.option("--ef-search", type=click.IntRange(1), default=None, help="HNSW candidates.")
-@click.option("--nflip", type=click.IntRange(0), default=None, help="Multi-hash bit flips.")
+@click.option("--nprobe", type=click.IntRange(1, MAX_INT), default=None, help="IVF lists to visit.")
+@click.option("--ef-search", type=click.IntRange(1, MAX_INT), default=None, help="HNSW candidates.")
+@click.option(
+    "--nflip", type=click.IntRange(0, MAX_INT), default=None, help="Multi-hash bit flips."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array of per-query objects.")
 @click.option(
     "--format",
@@ -68,7 +70,7 @@ def gpu_option(func):
 @click.option(
     "--out",
     "out_path",
-    type=FilePath(dir_okay=False, writable=True),
+    type=FilePath(dir_okay=False, writable=True, output=True),
     default=None,
     help="Write results to this file (atomically) instead of stdout.",
 )

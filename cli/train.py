@@ -167,7 +167,7 @@ _DEFAULT = TrainConfig()
 @click.option(
     "--out",
     "out",
-    type=FilePath(dir_okay=False),
+    type=FilePath(dir_okay=False, output=True),
     default="model.pt",
     show_default=True,
     help="Model bundle to write (atomically).",

@@ -210,3 +210,22 @@ def test_search_text_output_escapes_a_newline_in_a_path_and_csv_keeps_it(indexed
     assert sum(line.endswith("line\\nbreak.png") for line in text[1:]) == 1
     rows = list(csv.reader(io.StringIO(run_cli("search", index, odd, "--format", "csv").stdout)))
     assert rows[1][1] == str(odd) and str(odd) in [row[5] for row in rows[1:]]
+
+
+def test_log_lines_print_above_a_progress_bar_instead_of_after_it(monkeypatch):
+    from tqdm import tqdm
+
+    from hashkit.cli.progress import log_factory
+
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    bar = tqdm(total=3, file=stream, desc="epoch 1/2", leave=False)
+    bar.update(1)
+    log_factory(quiet=False)("epoch 1/2  loss 0.5")
+    bar.update(1)
+    bar.close()
+    # A terminal shows what follows the last carriage return of each line: the message alone,
+    # not glued to the end of the bar.
+    shown = [line.split("\r")[-1] for line in stream.getvalue().split("\n")]
+    assert "epoch 1/2  loss 0.5" in shown
+    assert log_factory(quiet=True)("nothing") is None
