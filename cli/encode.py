@@ -10,8 +10,17 @@ from hashkit.cli.options import FilePath, data_options, encoding_options, load_d
 from hashkit.cli.progress import progress_factory, warn_unreadable
 
 
+def _check_output(ctx, param, args):
+    """CODES.h5, the last argument, is a file hashkit writes: refused now if it cannot be."""
+    if args:
+        FilePath(dir_okay=False, output=True).convert(args[-1], param, ctx)
+    return args
+
+
 @click.command("encode")
-@click.argument("args", metavar="[IMAGES|DATA] CODES.h5", nargs=-1, required=True)
+@click.argument(
+    "args", metavar="[IMAGES|DATA] CODES.h5", nargs=-1, required=True, callback=_check_output
+)
 @click.option(
     "--model",
     required=True,
@@ -61,8 +70,7 @@ def encode_command(
 
     if len(args) > 2:
         raise click.UsageError("give at most one source and one output file")
-    ctx = click.get_current_context()
-    out = Path(FilePath(dir_okay=False, output=True).convert(args[-1], ctx.command.params[0], ctx))
+    out = Path(args[-1])
     source = args[0] if len(args) == 2 else None
     if source is not None and data is not None:
         raise click.UsageError("give the data as an argument or as --data, not both")
@@ -113,7 +121,7 @@ def _refuse_split_options(folder, part, root, protocol, split_file, split_seed) 
     ]
     if given:
         raise HashkitError(
-            f"{', '.join(given)} apply to a dataset, but {folder} is encoded as a plain image "
+            f"{', '.join(given)}: only for a dataset, and {folder} is encoded as a plain image "
             f"folder (all of it, no labels); give it as --data {folder} to encode it as a "
             "labelled dataset with its split"
         )

@@ -106,13 +106,7 @@ _DEFAULT = TrainConfig()
     help="ImageNet weights for a torchvision backbone: a local .pth file, or 'cache' "
     "for the torchvision cache. Nothing is downloaded.",
 )
-@click.option(
-    "--epochs",
-    type=click.IntRange(1),
-    default=_DEFAULT.epochs,
-    show_default=True,
-    help="Passes over the training images.",
-)
+@click.option("--epochs", type=click.IntRange(1), default=_DEFAULT.epochs, show_default=True)
 @click.option(
     "--batch-size",
     type=click.IntRange(2),

@@ -348,6 +348,12 @@ CASES = [
         lambda w, t: ["encode", "--model", w.model, w.images, fifo(t)],
         "regular file",
     ),
+    case(
+        "encode-out-is-a-folder",
+        FILE,
+        lambda w, t: ["encode", "--model", w.model, w.images, t],
+        "directory",
+    ),
     case("train-out-a-pipe", FILE, lambda w, t: ["train", "--out", fifo(t)], "regular file"),
     case("build-index-missing-source", FILE, lambda w, t: ["build-index", t / "no", t / "o"]),
     case(
