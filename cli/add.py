@@ -7,16 +7,16 @@ from pathlib import Path
 import click
 
 from hashkit.cli.index import no_wait_option, say_waiting
-from hashkit.cli.options import encoding_options
+from hashkit.cli.options import FilePath, encoding_options
 from hashkit.cli.progress import progress_factory, warn_unlisted, warn_unreadable
 
 
 @click.command("add")
-@click.argument("index_path", metavar="INDEX", type=click.Path(exists=True, dir_okay=False))
-@click.argument("images", metavar="IMAGES", type=click.Path(exists=True, file_okay=False))
+@click.argument("index_path", metavar="INDEX", type=FilePath(exists=True, dir_okay=False))
+@click.argument("images", metavar="IMAGES", type=FilePath(exists=True, file_okay=False))
 @click.option(
     "--model",
-    type=click.Path(dir_okay=False),
+    type=FilePath(dir_okay=False),
     default=None,
     help="Model bundle  [default: the one the index was built with]",
 )

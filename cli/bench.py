@@ -9,33 +9,35 @@ from pathlib import Path
 import click
 
 from hashkit.cli.options import (
+    MAX_INT,
+    MAX_K,
+    FilePath,
     data_options,
     data_source,
     device_option,
     load_data,
     quiet_option,
 )
-from hashkit.cli.progress import progress_factory
+from hashkit.cli.progress import log_factory, progress_factory
 from hashkit.cli.search import gpu_option
 from hashkit.config import TrainConfig
-from hashkit.metrics import MAX_K
 
 
 @click.command("bench")
 @click.option(
     "--bits",
-    type=click.IntRange(1, 1024),
+    type=click.IntRange(2, 1024),
     default=32,
     show_default=True,
     help="Code length of the model trained when no --model is given.",
 )
 @click.option(
     "--model",
-    type=click.Path(exists=True, dir_okay=False),
+    type=FilePath(exists=True, dir_okay=False),
     default=None,
     help="Model bundle to benchmark  [default: train one with the defaults]",
 )
-@data_options
+@data_options(model_defaults=True)
 @click.option(
     "--top-k",
     type=click.IntRange(1, MAX_K),
@@ -43,7 +45,10 @@ from hashkit.metrics import MAX_K
     help="k of mAP@k  [default: the protocol's, 5000 for multi-label data, else 1000]",
 )
 @click.option(
-    "--nlist", type=click.IntRange(1), default=None, help="IVF lists  [default: about sqrt(N)]"
+    "--nlist",
+    type=click.IntRange(1, MAX_INT),
+    default=None,
+    help="IVF lists  [default: about sqrt(N)]",
 )
 @click.option(
     "--epochs",
@@ -55,7 +60,7 @@ from hashkit.metrics import MAX_K
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False),
+    type=FilePath(file_okay=False),
     default="bench",
     show_default=True,
     help="Folder for bench.json and bench.md (and model.pt).",
@@ -81,7 +86,8 @@ def bench_command(
 ):
     """Measure mAP, mAP@k and search speed (flat and IVF) of a model on a protocol split.
 
-    With --model, the data and split default to the ones the model was trained on.
+    With --model, the data and split default to the ones the model was trained on. What each
+    number means: docs/method.md, section 4.
 
     \b
     Examples:
@@ -91,9 +97,11 @@ def bench_command(
     """
     from hashkit.bench import run_benchmark, write_benchmark
     from hashkit.bundle import load_bundle, save_bundle
+    from hashkit.encode import resolve_device
     from hashkit.train import train
 
-    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    resolve_device(device)  # a device this machine lacks fails now, not after loading data
+    say = log_factory(quiet)
     progress = progress_factory(quiet)
     if model is not None:
         bundle = load_bundle(model)

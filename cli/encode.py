@@ -6,19 +6,28 @@ from pathlib import Path
 
 import click
 
-from hashkit.cli.options import data_options, encoding_options, load_data
+from hashkit.cli.options import FilePath, data_options, encoding_options, load_data
 from hashkit.cli.progress import progress_factory, warn_unlisted, warn_unreadable
 
 
+def _check_output(ctx, param, args):
+    """CODES.h5, the last argument, is a file hashkit writes: refused now if it cannot be."""
+    if args:
+        FilePath(dir_okay=False, output=True).convert(args[-1], param, ctx)
+    return args
+
+
 @click.command("encode")
-@click.argument("args", metavar="[IMAGES|DATA] CODES.h5", nargs=-1, required=True)
+@click.argument(
+    "args", metavar="[IMAGES|DATA] CODES.h5", nargs=-1, required=True, callback=_check_output
+)
 @click.option(
     "--model",
     required=True,
-    type=click.Path(exists=True, dir_okay=False),
+    type=FilePath(exists=True, dir_okay=False),
     help="Model bundle that encodes the images.",
 )
-@data_options
+@data_options(model_defaults=True)
 @click.option(
     "--part",
     type=click.Choice(["all", "query", "database", "train"]),
@@ -62,11 +71,11 @@ def encode_command(
     from hashkit.errors import HashkitError
 
     if len(args) > 2:
-        raise HashkitError("give at most one source and one output file")
+        raise click.UsageError("give at most one source and one output file")
     out = Path(args[-1])
     source = args[0] if len(args) == 2 else None
     if source is not None and data is not None:
-        raise HashkitError("give the data as an argument or as --data, not both")
+        raise click.UsageError("give the data as an argument or as --data, not both")
     folder = source is not None and Path(source).is_dir()
     if folder:
         given = {

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from hashkit.atomic import atomic_path
+from hashkit.cli.options import FilePath
 from hashkit.errors import DataError, MismatchError
 from hashkit.labels import normalize_label_pair
 from hashkit.metrics import MAX_K, evaluate_retrieval
@@ -15,8 +16,8 @@ from hashkit.store import CodeStore, read_store
 
 
 @click.command("eval")
-@click.argument("query_codes", type=click.Path(dir_okay=False))
-@click.argument("database_codes", type=click.Path(dir_okay=False))
+@click.argument("query_codes", type=FilePath(dir_okay=False))
+@click.argument("database_codes", type=FilePath(dir_okay=False))
 @click.option(
     "--top-k",
     "top_k",
@@ -29,7 +30,7 @@ from hashkit.store import CodeStore, read_store
 @click.option(
     "--plot",
     "plot_dir",
-    type=click.Path(file_okay=False),
+    type=FilePath(file_okay=False),
     default=None,
     help="Write pr_curve.png and precision_at_k.png into this folder.",
 )
@@ -48,7 +49,7 @@ def eval_command(query_codes, database_codes, top_k, as_json, plot_dir, threads)
     shared label; one-hot labels count as class indices. Prints mAP over the
     whole database and at each K (ties by database order; AP@k normalised by the relevant
     items within the top k), the tie-aware mAP, P@100/500/1000 and the precision within
-    Hamming radius 2.
+    Hamming radius 2 (definitions: docs/method.md, section 4).
 
     \b
     Example:

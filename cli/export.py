@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from hashkit.cli.options import data_options, load_data, quiet_option
+from hashkit.cli.options import FilePath, data_options, load_data, quiet_option
 from hashkit.cli.progress import progress_factory
 
 
 @click.command("export-images")
-@data_options(from_model=False)
+@data_options
 @click.option(
     "--part",
     type=click.Choice(["query", "database", "train", "all"]),
@@ -26,7 +26,7 @@ from hashkit.cli.progress import progress_factory
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False),
+    type=FilePath(file_okay=False),
     required=True,
     help="Folder to write into: OUT/<part>/<class>/<index>.png",
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hashkit.cli.options import encoding_options
+from hashkit.cli.options import MAX_HNSW_M, MAX_INT, FilePath, encoding_options
 from hashkit.cli.progress import progress_factory, warn_unlisted, warn_unreadable
 
 
@@ -43,36 +43,40 @@ def index_options(func):
         ),
         click.option(
             "--nlist",
-            type=click.IntRange(1),
+            type=click.IntRange(1, MAX_INT),
             default=None,
             help="IVF lists  [default: about sqrt(N)]",
         ),
         click.option(
             "--nprobe",
-            type=click.IntRange(1),
+            type=click.IntRange(1, MAX_INT),
             default=None,
             help="IVF lists visited per query, stored as the search default  [default: nlist/16]",
         ),
         click.option(
-            "--hnsw-m", type=click.IntRange(2), default=32, show_default=True, help="HNSW degree M."
+            "--hnsw-m",
+            type=click.IntRange(2, MAX_HNSW_M),
+            default=32,
+            show_default=True,
+            help="HNSW degree M (memory grows with it; 16 to 64 is usual).",
         ),
         click.option(
             "--ef-construction",
-            type=click.IntRange(1),
+            type=click.IntRange(1, MAX_INT),
             default=40,
             show_default=True,
             help="HNSW candidates while building.",
         ),
         click.option(
             "--ef-search",
-            type=click.IntRange(1),
+            type=click.IntRange(1, MAX_INT),
             default=64,
             show_default=True,
             help="HNSW candidates per query, stored as the search default.",
         ),
         click.option(
             "--nhash",
-            type=click.IntRange(1),
+            type=click.IntRange(1, MAX_INT),
             default=None,
             help="Multi-hash tables  [default: bits / hash bits]",
         ),
@@ -84,7 +88,7 @@ def index_options(func):
         ),
         click.option(
             "--nflip",
-            type=click.IntRange(0),
+            type=click.IntRange(0, MAX_INT),
             default=1,
             show_default=True,
             help="Multi-hash bit flips probed, stored as the search default.",
@@ -96,19 +100,19 @@ def index_options(func):
 
 
 @click.command("build-index")
-@click.argument("source", type=click.Path(exists=True))
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("source", type=FilePath(exists=True))
+@click.argument("out", type=FilePath(dir_okay=False, output=True))
 @click.option(
     "--model",
     "model",
-    type=click.Path(dir_okay=False),
+    type=FilePath(dir_okay=False),
     default=None,
     help="Model bundle that encodes the images (needed for an image folder).",
 )
 @click.option(
     "--codes",
     "codes_path",
-    type=click.Path(dir_okay=False),
+    type=FilePath(dir_okay=False, output=True),
     default=None,
     help="Code store to write for an image folder  [default: OUT with .h5]",
 )

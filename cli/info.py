@@ -6,9 +6,12 @@ import json
 
 import click
 
+from hashkit.cli.main import one_line
+from hashkit.cli.options import FilePath
+
 
 @click.command("info")
-@click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.argument("path", metavar="FILE", type=FilePath(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def info_command(path, as_json):
     """Describe a model bundle (.pt), a code store (.h5) or an index (.faiss).
@@ -29,13 +32,17 @@ def info_command(path, as_json):
     for key, value in info.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-        click.echo(f"{key + ':':<20}{'-' if value is None else value}")
+        click.echo(f"{key + ':':<20}{'-' if value is None else one_line(str(value))}")
 
 
 def describe(path: str) -> dict:
     """The description of whichever artefact ``path`` is (sniffed from its first bytes)."""
     from hashkit.errors import DataError
 
+    if path.endswith(".faiss.json"):  # a sidecar: describe its index
+        from hashkit.index import describe_index
+
+        return describe_index(path[: -len(".json")])
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(b"\x89HDF"):
@@ -44,8 +51,6 @@ def describe(path: str) -> dict:
         return describe_store(path)
     if head.startswith(b"PK"):
         return _describe_bundle(path)
-    if path.endswith(".faiss.json"):
-        path = path[: -len(".json")]
     from hashkit.index import NotAnIndexError, describe_index
 
     try:

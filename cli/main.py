@@ -1,31 +1,122 @@
-"""The ``hashkit`` command group: parsing and printing only; the work is in the hashkit library."""
+"""The ``hashkit`` command group: parsing and printing only; the work is in the hashkit library.
+
+How errors reach the user (docs/cli.md, "Errors and exit codes"):
+
+- An option value wrong by itself (nan, out of range, an unknown choice, a bogus device) is
+  refused by its Click type while the command line is parsed: Click's usage error, exit 2.
+- Anything wrong with files, data or their combination is the library's HashkitError; an
+  operating-system refusal about a file (missing, permission denied, a folder where a file
+  was expected, disk full: see ``USER_OS_ERRORS``) is the same kind of error. Both become
+  :class:`CommandError`: one line ``hashkit: error: <message>`` on stderr, exit 1.
+- Ctrl-C becomes :class:`Interrupted`: one line, exit 130.
+
+Any other exception is a bug in hashkit and keeps its traceback.
+"""
 
 from __future__ import annotations
 
+import errno
 import functools
-import sys
 
 import click
 
 from hashkit import __version__
 from hashkit.errors import HashkitError
 
+# OSError numbers that describe the user's files or machine, not a bug in hashkit. An OSError
+# without one of these (h5py and faiss raise OSError for their own reasons) is not converted:
+# the library turns those into HashkitError where it reads the file, naming the file.
+USER_OS_ERRORS = frozenset(
+    {
+        errno.ENOENT,  # no such file or directory
+        errno.EACCES,  # permission denied
+        errno.EPERM,  # operation not permitted
+        errno.EISDIR,  # is a directory
+        errno.ENOTDIR,  # not a directory
+        errno.EEXIST,  # file exists
+        errno.ENOSPC,  # no space left on device
+        errno.EDQUOT,  # disk quota exceeded
+        errno.EROFS,  # read-only file system
+        errno.ENAMETOOLONG,  # file name too long
+        errno.ELOOP,  # too many symbolic links
+        errno.EFBIG,  # file too large
+        errno.EIO,  # input/output error (a failing disk)
+        errno.EMFILE,  # too many open files
+    }
+)
+
+
+class CommandError(click.ClickException):
+    """An error the user can fix: printed as one line ``hashkit: error: <message>``, exit 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        # One line, whatever the message holds: a path with a newline must not split it.
+        super().__init__(one_line(message))
+
+    def show(self, file=None) -> None:
+        click.echo(f"hashkit: error: {self.format_message()}", err=True, file=file)
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C: every write is atomic, so nothing was left half-written; exit 130."""
+
+    exit_code = 130
+
+    def __init__(self) -> None:
+        super().__init__("interrupted; existing files were left as they were")
+
+    def show(self, file=None) -> None:
+        click.echo(f"hashkit: {self.format_message()}", err=True, file=file)
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped (``\\n``, ``\\x1b``),
+    so that a message or a path prints as exactly one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``No space left on device: out.h5``: the OS's reason and the file it concerns."""
+    reason = exc.strerror or str(exc)
+    names = [n for n in (exc.filename, exc.filename2) if n is not None]
+    if not names:
+        return reason
+    return f"{reason}: " + " -> ".join(_decoded(n) for n in names)
+
+
+def _decoded(name) -> str:
+    if isinstance(name, bytes):
+        return name.decode("utf-8", "backslashreplace")
+    return str(name)
+
+
+def user_error(exc: BaseException) -> CommandError | None:
+    """The CommandError for an exception the user caused, or None for a bug."""
+    if isinstance(exc, HashkitError):
+        return CommandError(str(exc))
+    if isinstance(exc, OSError) and exc.errno in USER_OS_ERRORS:
+        return CommandError(describe_os_error(exc))
+    return None
+
 
 class HashkitGroup(click.Group):
-    """A group whose commands turn HashkitError (and a few OS errors) into one line + exit 1."""
+    """The group: HashkitError and the OS errors of ``USER_OS_ERRORS`` become a CommandError,
+    Ctrl-C becomes Interrupted; Click prints them (``show``) and exits with their code."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except HashkitError as exc:
-            click.echo(f"hashkit: error: {exc}", err=True)
-            sys.exit(1)
-        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-            click.echo(f"hashkit: error: {exc}", err=True)
-            sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("hashkit: interrupted; existing files were left as they were", err=True)
-            sys.exit(130)
+            raise Interrupted() from None
+        except (HashkitError, OSError) as exc:
+            error = user_error(exc)
+            if error is None:
+                raise
+            raise error from exc
 
 
 @click.group(
@@ -34,6 +125,9 @@ class HashkitGroup(click.Group):
 @click.version_option(__version__, prog_name="hashkit")
 def cli() -> None:
     """hashkit: learn compact binary image codes (SDSH) and search them with FAISS.
+
+    Errors you can fix print one line (`hashkit: error: ...`, exit 1); a bad option value is
+    a usage error (exit 2). Full documentation: docs/cli.md and docs/method.md.
 
     \b
     Typical flow:

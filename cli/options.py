@@ -2,18 +2,99 @@
 
 from __future__ import annotations
 
+import functools
+import math
+import os
+
 import click
+
+from hashkit.metrics import MAX_K  # noqa: F401  (re-exported: -k and --top-k bounds)
 
 DEFAULT_DATA = "fashion-mnist"
 
+# FAISS takes its parameters (k, nlist, nprobe, efSearch, nflip, ...) as 32-bit C ints: a
+# larger value is refused while parsing rather than overflowing inside FAISS.
+MAX_INT = 2**31 - 1
+# The largest k a command accepts (-k, --top-k): MAX_K (2^31 - 1, FAISS's C int), from
+# hashkit.metrics.
+# HNSW's degree M: memory grows with M per stored code; 16 to 64 is usual.
+MAX_HNSW_M = 1024
+# Seeds go to numpy (non-negative) and torch (at most 64 bits): 32 bits suit both.
+MAX_SEED = 2**32 - 1
 
-def data_options(func=None, *, from_model: bool = True):
+
+class FiniteFloat(click.FloatRange):
+    """A FloatRange that also refuses nan and infinity (which every range comparison lets
+    through), so ``--lr nan`` is a usage error instead of a diverged training run."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+class Device(click.ParamType):
+    """A torch device string: auto (CUDA when present, else the CPU), cpu, cuda, cuda:N or
+    mps. Whether that device exists is checked when it is first used (exit 1 if not)."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        from hashkit.device import check_device_name
+        from hashkit.errors import HashkitError
+
+        try:
+            return check_device_name(str(value).strip().lower())
+        except HashkitError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "auto|cpu|cuda[:N]|mps"
+
+
+class FilePath(click.Path):
+    """click.Path whose refusals (a missing file, a folder where a file is expected, an
+    unreadable file) are file errors by the rule of docs/cli.md: one ``hashkit: error:`` line
+    and exit 1, found before any work starts, rather than a usage error (exit 2).
+
+    ``output=True`` marks a file hashkit writes: since it replaces the file whole (a
+    temporary file renamed over it), an existing device, pipe or socket there is refused
+    rather than replaced by a regular file.
+    """
+
+    def __init__(self, *, output: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.output = output
+
+    def convert(self, value, param, ctx):
+        path = super().convert(value, param, ctx)
+        if self.output and os.path.exists(path) and not os.path.isfile(path):
+            self.fail(
+                f"{self.name.title()} {click.format_filename(path)!r} is not a regular file; "
+                "hashkit replaces its output files whole, so it cannot write to a device or a "
+                "pipe",
+                param,
+                ctx,
+            )
+        return path
+
+    def fail(self, message: str, param=None, ctx=None):
+        from hashkit.cli.main import CommandError
+
+        hint = param.get_error_hint(ctx) if param is not None else "path"
+        raise CommandError(f"{hint}: {message[:1].lower()}{message[1:].rstrip('.')}")
+
+
+def data_options(func=None, *, model_defaults: bool = False):
     """--data, --root, --protocol, --split, --split-seed: the same on train, encode, bench and
-    export-images. ``from_model``: the command reads missing values from a model bundle's
-    training options, and its help says so (``@data_options(from_model=False)`` otherwise)."""
+    export-images. ``@data_options(model_defaults=True)`` on commands whose --model fills in
+    what is not given from the model's training (encode, bench): their help says so."""
     if func is None:
-        return lambda f: data_options(f, from_model=from_model)
-    or_model = ", or the model's" if from_model else ""
+        return functools.partial(data_options, model_defaults=model_defaults)
+    or_model = ", or the model's" if model_defaults else ""
     options = [
         click.option(
             "--data",
@@ -26,7 +107,7 @@ def data_options(func=None, *, from_model: bool = True):
         click.option(
             "--root",
             default=None,
-            type=click.Path(file_okay=False),
+            type=FilePath(file_okay=False),
             help="Folder holding the dataset's files, looked in first (then $HASHKIT_DATA, "
             "then system paths).",
         ),
@@ -34,18 +115,19 @@ def data_options(func=None, *, from_model: bool = True):
             "--protocol",
             type=click.Choice(["reduced", "full"]),
             default=None,
-            help=f"METHOD.md section 4 split  [default: reduced{or_model}]",
+            help="Split into training, query and database images (docs/method.md, section 4)  "
+            f"[default: reduced{or_model}]",
         ),
         click.option(
             "--split",
             "split_file",
             default=None,
-            type=click.Path(exists=True, dir_okay=False),
+            type=FilePath(exists=True, dir_okay=False),
             help="An .npz or .json file with train/query/database indices.",
         ),
         click.option(
             "--split-seed",
-            type=int,
+            type=click.IntRange(0, MAX_SEED),
             default=None,
             help=f"Seed of the protocol split  [default: 0{or_model}]",
         ),
@@ -112,24 +194,14 @@ def quiet_option(func):
     )
 
 
-def _check_device(ctx, param, value):
-    """A misspelt device is a usage error; whether the machine has it is checked on use."""
-    from hashkit.device import check_device_name
-    from hashkit.errors import HashkitError
-
-    try:
-        return check_device_name(value)
-    except HashkitError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
-
-
 def device_option(func):
     return click.option(
         "--device",
+        type=Device(),
         default="auto",
         show_default=True,
-        callback=_check_device,
-        help="auto (CUDA when present), cpu, cuda, cuda:N or mps.",
+        help="Where the network runs: auto (CUDA when present, else the CPU), cpu, cuda, "
+        "cuda:N or mps.",
     )(func)
 
 
@@ -137,7 +209,13 @@ def encoding_options(func):
     """--batch-size, --workers, --strict, --device and -q: how images are decoded and encoded
     (build-index, encode, add)."""
     options = [
-        click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1),
+            default=256,
+            show_default=True,
+            help="Images per network batch; the progress bar counts these batches.",
+        ),
         click.option(
             "--workers",
             type=click.IntRange(0),

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import click
 
-from hashkit.cli.options import data_options, data_source, device_option, load_data, quiet_option
-from hashkit.cli.progress import progress_factory
+from hashkit.cli.options import (
+    MAX_SEED,
+    FilePath,
+    FiniteFloat,
+    data_options,
+    data_source,
+    device_option,
+    load_data,
+    quiet_option,
+)
+from hashkit.cli.progress import log_factory, progress_factory
 from hashkit.config import AUGMENTATIONS, BACKBONES, LOSSES, ROTATIONS, TrainConfig
 
 _DEFAULT = TrainConfig()
 
 
 @click.command("train")
-@data_options(from_model=False)
+@data_options
 @click.option(
     "--bits",
-    type=click.IntRange(1, 1024),
+    type=click.IntRange(2, 1024),
     default=_DEFAULT.bits,
     show_default=True,
     help="Code length.",
@@ -25,11 +34,11 @@ _DEFAULT = TrainConfig()
     type=click.Choice(LOSSES),
     default=_DEFAULT.loss,
     show_default=True,
-    help="Triplet loss on the sphere (METHOD.md section 2).",
+    help="Triplet loss on the sphere (docs/method.md, section 2).",
 )
 @click.option(
     "--alpha",
-    type=float,
+    type=FiniteFloat(min=0),
     default=_DEFAULT.alpha,
     help="Margin of the margin loss (default 1; the SDSH authors' baseline used 2) or of the "
     "likelihood loss (default 0.5). Ignored by spring.",
@@ -39,7 +48,7 @@ _DEFAULT = TrainConfig()
     type=click.Choice(ROTATIONS),
     default=_DEFAULT.rotation,
     show_default=True,
-    help="How R in b = sgn(Rh) is chosen (METHOD.md section 3).",
+    help="How R in b = sgn(Rh) is chosen (docs/method.md, section 3).",
 )
 @click.option(
     "--init",
@@ -72,7 +81,7 @@ _DEFAULT = TrainConfig()
 )
 @click.option(
     "--rotation-seed",
-    type=int,
+    type=click.IntRange(0, MAX_SEED),
     default=_DEFAULT.rotation_seed,
     help="Seed of the search and of ITQ  [default: --seed]",
 )
@@ -81,6 +90,7 @@ _DEFAULT = TrainConfig()
     type=click.IntRange(1),
     default=_DEFAULT.itq_iterations,
     show_default=True,
+    help="Iterations of ITQ (for --rotation itq and --init itq).",
 )
 @click.option(
     "--backbone",
@@ -98,7 +108,11 @@ _DEFAULT = TrainConfig()
 )
 @click.option("--epochs", type=click.IntRange(1), default=_DEFAULT.epochs, show_default=True)
 @click.option(
-    "--batch-size", type=click.IntRange(2), default=_DEFAULT.batch_size, show_default=True
+    "--batch-size",
+    type=click.IntRange(2),
+    default=_DEFAULT.batch_size,
+    show_default=True,
+    help="Images per mini-batch; the loss uses every valid triplet inside it.",
 )
 @click.option(
     "--per-class",
@@ -108,9 +122,19 @@ _DEFAULT = TrainConfig()
     help="Images of one class in a batch (single-label data).",
 )
 @click.option(
-    "--lr", type=float, default=_DEFAULT.lr, show_default=True, help="Adam learning rate."
+    "--lr",
+    type=FiniteFloat(min=0, min_open=True),
+    default=_DEFAULT.lr,
+    show_default=True,
+    help="Adam learning rate.",
 )
-@click.option("--weight-decay", type=float, default=_DEFAULT.weight_decay, show_default=True)
+@click.option(
+    "--weight-decay",
+    type=FiniteFloat(min=0),
+    default=_DEFAULT.weight_decay,
+    show_default=True,
+    help="Adam weight decay.",
+)
 @click.option(
     "--augment",
     type=click.Choice(AUGMENTATIONS),
@@ -120,7 +144,11 @@ _DEFAULT = TrainConfig()
 )
 @click.option("--no-augment", is_flag=True, help="Same as --augment none.")
 @click.option(
-    "--seed", type=int, default=_DEFAULT.seed, show_default=True, help="Seed of the training run."
+    "--seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=_DEFAULT.seed,
+    show_default=True,
+    help="Seed of the training run.",
 )
 @click.option(
     "--workers",
@@ -133,7 +161,7 @@ _DEFAULT = TrainConfig()
 @click.option(
     "--out",
     "out",
-    type=click.Path(dir_okay=False),
+    type=FilePath(dir_okay=False, output=True),
     default="model.pt",
     show_default=True,
     help="Model bundle to write (atomically).",
@@ -172,6 +200,9 @@ def train_command(
 ):
     """Train an SDSH model and write its bundle.
 
+    The network embeds images on the unit sphere, trained with a triplet loss; the rotation R
+    of the codes b = sgn(Rh) is then chosen on the training images (docs/method.md).
+
     \b
     Examples:
       hashkit train --data fashion-mnist --bits 32 --out model.pt
@@ -179,10 +210,12 @@ def train_command(
       hashkit train --data images/ --bits 64 --epochs 10 --out model.pt
     """
     from hashkit.bundle import save_bundle
+    from hashkit.encode import resolve_device
     from hashkit.train import train
 
+    resolve_device(device)  # a device this machine lacks fails now, not after loading data
     dataset, split = load_data(data, root, protocol, split_file, split_seed)
-    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    say = log_factory(quiet)
     say(
         f"{dataset.name}: {len(split.train)} training, {len(split.query)} query, "
         f"{len(split.database)} database images ({split.protocol} protocol)"

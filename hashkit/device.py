@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from hashkit.errors import HashkitError
+from hashkit.errors import DeviceError, HashkitError
 
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
 _DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
@@ -26,7 +26,7 @@ def check_device_name(device: str | None) -> str:
 
 def resolve_device(device: str | None):
     """The ``torch.device`` for ``device``: "auto" (or None) picks CUDA when present, else the
-    CPU; "cuda", "cuda:N" and "mps" must exist on this machine (HashkitError otherwise)."""
+    CPU; "cuda", "cuda:N" and "mps" must exist on this machine (DeviceError otherwise)."""
     import torch
 
     device = check_device_name(device)
@@ -34,16 +34,16 @@ def resolve_device(device: str | None):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise HashkitError(
+            raise DeviceError(
                 f"device {device!r}: PyTorch sees no CUDA GPU on this machine; use cpu or auto"
             )
         count = torch.cuda.device_count()
         index = int(device.partition(":")[2] or 0)
         if index >= count:
-            raise HashkitError(
+            raise DeviceError(
                 f"device {device!r} does not exist: PyTorch sees {count} CUDA GPU(s), "
                 f"cuda:0 to cuda:{count - 1}"
             )
     if device == "mps" and not torch.backends.mps.is_available():
-        raise HashkitError("device 'mps': this machine has no Apple GPU (MPS); use cpu or auto")
+        raise DeviceError("device 'mps': this machine has no Apple GPU (MPS); use cpu or auto")
     return torch.device(device)

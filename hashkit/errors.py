@@ -15,3 +15,7 @@ class MismatchError(HashkitError):
 
 class ModelError(HashkitError):
     """A model bundle is missing, unreadable or not a hashkit bundle."""
+
+
+class DeviceError(HashkitError):
+    """A device (cuda, cuda:N, mps) is asked for that this machine does not have."""

@@ -510,8 +510,9 @@ class _Labels:
 
 
 def protocol_top_k(labels: np.ndarray) -> int:
-    """The k of the mAP@k that published protocols report for data labelled like ``labels``:
-    5,000 for multi-label data (NUS-WIDE), 1,000 for single-label data (one-hot included)."""
+    """The k of the mAP@k that published protocols report for data labelled like ``labels``
+    (docs/method.md, section 4): 5,000 for multi-label data (NUS-WIDE), 1,000 for
+    single-label data (one-hot included)."""
     return 5000 if normalize_labels(labels).ndim == 2 else 1000
 
 

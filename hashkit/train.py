@@ -123,7 +123,7 @@ def learn_rotation(
     """R for codes sgn(R h) from training embeddings, and a dict of what the search saw.
 
     Random search measures mAP of up to ``rotation_queries`` training queries against up to
-    ``rotation_database`` other training items (METHOD.md section 3).
+    ``rotation_database`` other training items (docs/method.md, section 3).
     """
     if config.rotation not in ROTATIONS:
         raise HashkitError(f"unknown rotation {config.rotation!r}; choose one of {ROTATIONS}")

@@ -3,11 +3,16 @@ user can cause: one line, non-zero exit, no traceback, no existing file damaged.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from conftest import write_class_images
 
 from hashkit.bundle import save_bundle
 from hashkit.models import HashNet, NetworkConfig
@@ -44,7 +49,9 @@ def test_train_build_index_and_search_finds_the_query_itself_first(tmp_path, tra
     query = root / "class1" / "005.png"
     result = run_cli("search", index, query, "-k", "3", "--json")
     assert result.exit_code == 0, result.output
-    hits = json.loads(result.stdout.splitlines()[0])["results"]
+    (record,) = json.loads(result.stdout)
+    assert record["query_id"] == 0 and record["query_path"] == str(query)
+    hits = record["results"]
     assert hits[0]["distance"] == 0
     zero = [h["path"] for h in hits if h["distance"] == 0]
     assert str(query) in zero
@@ -129,13 +136,21 @@ def test_a_file_that_is_not_a_bundle_is_refused(tmp_path, image_folder, run_cli)
     assert_one_line_error(result, "fake.pt")
 
 
-def test_every_command_has_help_with_an_example(run_cli):
+def test_every_command_has_help_with_an_example_and_points_only_at_docs_that_exist(run_cli):
     from hashkit.cli.commands import COMMANDS
 
+    repo = Path(__file__).resolve().parents[1]
+    pages = [run_cli("--help").output]
     for command in COMMANDS:
         result = run_cli(command.name, "--help")
         assert result.exit_code == 0
-        assert "Example" in result.output, command.name
+        assert "Example" in result.output and f"hashkit {command.name} " in result.output
+        pages.append(result.output)
+    text = " ".join(" ".join(page.split()) for page in pages)  # undo the help's line wrapping
+    assert "METHOD.md" not in text
+    named = set(re.findall(r"docs/[\w.-]+\.md", text))
+    assert named >= {"docs/method.md", "docs/cli.md"}
+    assert all((repo / name).is_file() for name in named), named
 
 
 def test_bench_reuses_the_models_data_and_split_and_writes_json_md_png(tmp_path, trained, run_cli):
@@ -150,3 +165,67 @@ def test_bench_reuses_the_models_data_and_split_and_writes_json_md_png(tmp_path,
     assert all(0.0 <= row["recall"] <= 1.0 for row in report["ivf"]["sweep"])
     assert "mAP" in (out / "bench.md").read_text()
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.fixture
+def indexed(tmp_path, run_cli):
+    """An untrained 12-bit model, a folder whose first image's name holds a newline, and a
+    flat index of the folder; returns (index, store, a query image, the odd image)."""
+    from hashkit.bundle import Bundle
+
+    config = NetworkConfig(bits=12, input_size=16, channels=3, mean=[0.5] * 3, std=[0.5] * 3)
+    model = tmp_path / "model.pt"
+    save_bundle(Bundle(config, HashNet(config).state_dict(), np.eye(12)), model)
+    root = tmp_path / "images"
+    write_class_images(root, classes=2, per_class=3)
+    odd = root / "class0" / "line\nbreak.png"
+    (root / "class0" / "000.png").rename(odd)
+    index = tmp_path / "out.faiss"
+    assert run_cli("build-index", root, index, "--model", model, "-q").exit_code == 0
+    return index, tmp_path / "out.h5", root / "class1" / "001.png", odd
+
+
+def test_search_json_is_one_array_of_the_same_records_for_images_and_codes(indexed, run_cli):
+    index, store, query, odd = indexed
+    keys = {"query_id", "query_path", "results"}
+    hit_keys = {"rank", "id", "distance", "path"}
+    one = json.loads(run_cli("search", index, query, "-k", "2", "--json").stdout)
+    two = json.loads(run_cli("search", index, query, odd, "-k", "2", "--json").stdout)
+    codes = json.loads(run_cli("search", index, "--codes", store, "-k", "2", "--json").stdout)
+    assert [len(one), len(two), len(codes)] == [1, 2, 6]
+    for record in one + two + codes:
+        assert set(record) == keys and all(set(h) == hit_keys for h in record["results"])
+    assert [r["query_id"] for r in two] == [0, 1]
+    assert [r["query_path"] for r in two] == [str(query), str(odd)]
+    assert str(odd) in [r["query_path"] for r in codes]  # a stored path, newline and all
+    lines = run_cli("search", index, "--codes", store, "-k", "2", "--format", "jsonl").stdout
+    assert [json.loads(line) for line in lines.splitlines()] == codes
+
+
+def test_search_text_output_escapes_a_newline_in_a_path_and_csv_keeps_it(indexed, run_cli):
+    index, store, _, odd = indexed
+    text = run_cli("search", index, odd, "-k", "6").stdout.splitlines()
+    assert len(text) == 1 + 6  # the query line and one line per hit
+    assert text[0] == "# " + str(odd).replace("\n", "\\n")
+    assert sum(line.endswith("line\\nbreak.png") for line in text[1:]) == 1
+    rows = list(csv.reader(io.StringIO(run_cli("search", index, odd, "--format", "csv").stdout)))
+    assert rows[1][1] == str(odd) and str(odd) in [row[5] for row in rows[1:]]
+
+
+def test_log_lines_print_above_a_progress_bar_instead_of_after_it(monkeypatch):
+    from tqdm import tqdm
+
+    from hashkit.cli.progress import log_factory
+
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    bar = tqdm(total=3, file=stream, desc="epoch 1/2", leave=False)
+    bar.update(1)
+    log_factory(quiet=False)("epoch 1/2  loss 0.5")
+    bar.update(1)
+    bar.close()
+    # A terminal shows what follows the last carriage return of each line: the message alone,
+    # not glued to the end of the bar.
+    shown = [line.split("\r")[-1] for line in stream.getvalue().split("\n")]
+    assert "epoch 1/2  loss 0.5" in shown
+    assert log_factory(quiet=True)("nothing") is None

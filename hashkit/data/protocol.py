@@ -1,4 +1,4 @@
-"""Train / query / database splits (METHOD.md section 4), seeded and saved beside results.
+"""Train / query / database splits (docs/method.md, section 4), seeded and saved beside results.
 
 - "reduced": ``queries_per_class`` queries per class, database = every other item, training =
   ``train_per_class`` per class sampled from the database (CIFAR-10: 1,000 / 59,000 / 5,000).
@@ -120,7 +120,7 @@ def make_split(
     queries_per_class: int = 100,
     train_per_class: int = 500,
 ) -> Split:
-    """The split of METHOD.md section 4 for labels int64 ``N`` or multi-hot uint8 ``N x C``."""
+    """The split (docs/method.md, section 4) of labels int64 ``N`` or multi-hot uint8 ``N x C``."""
     if labels is None:
         raise DataError(
             "an unlabelled dataset has no protocol split; label it (one sub-folder per class) "
