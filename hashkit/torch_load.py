@@ -16,11 +16,16 @@ from hashkit.errors import ModelError
 
 
 def torch_reason(exc: BaseException) -> str:
-    """The first line of torch's message that says what is wrong, without its advice about
-    ``weights_only`` or ``torch.load``."""
-    for line in str(exc).splitlines():
+    """What torch says is wrong, without its advice about ``weights_only`` or ``torch.load``:
+    for a weights-only refusal the unpickler's own finding (e.g. "Unsupported global: GLOBAL
+    __main__.X"), else the first line that gives no such advice."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        finding = text.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
+        return finding.splitlines()[0].strip()
+    for line in text.splitlines():
         line = line.strip()
-        if line and "weights_only" not in line and "torch.load" not in line:
+        if line and not any(w in line for w in ("weights_only", "torch.load", "still be loaded")):
             return line
     return type(exc).__name__
 

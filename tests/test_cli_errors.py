@@ -103,7 +103,7 @@ def h5(t: Path, name: str, attrs: dict | None = None, **datasets) -> Path:
 
 def labelled(t: Path, name: str, labels, n: int = 6) -> Path:
     codes = pack_codes(np.random.default_rng(1).integers(0, 2, (n, BITS)))
-    return h5(t, name, {"bits": BITS}, codes=codes, labels=labels)
+    return h5(t, name, {"bits": BITS, "bit_order": "little"}, codes=codes, labels=labels)
 
 
 def bundle_file(t: Path, name: str, payload) -> Path:
@@ -266,7 +266,7 @@ CASES = [
     case("info-zero-byte-h5", FILE, lambda w, t: ["info", put(t, "codes.h5")], "codes.h5"),
     case(
         "info-index-whose-store-is-zero-bytes",
-        FILE,
+        OK,  # the index is described, and a warning line says what is wrong with its store
         lambda w, t: ["info", index_with_store(w, t, put(t, "c.h5"))],
         "c.h5",
     ),
@@ -621,13 +621,13 @@ NEEDS_LIBRARY_FIX = [
         "build-index-nflip-beyond-the-hash-bits",
         FILE,
         lambda w, t: ["build-index", w.store, t / "mh.faiss", "--type", "multihash", "--nflip", 99],
-        "--nflip",
+        "nflip 99",
     ),
     case(
         "build-index-factory-bivf0",
         FILE,
         lambda w, t: ["build-index", w.store, t / "o.faiss", "--factory", "BIVF0"],
-        "BIVF0",
+        "at least 1 list",
     ),
     case(
         "build-index-store-float-codes",
@@ -692,13 +692,12 @@ NEEDS_LIBRARY_FIX = [
     ),
     case(
         "eval-labels-n-by-1",
-        FILE,
+        OK,  # N x 1 labels are class indices (docs/formats.md)
         lambda w, t: [
             "eval",
             labelled(t, "q.h5", np.zeros((6, 1))),
             labelled(t, "b.h5", np.ones((6, 1))),
         ],
-        "labels",
     ),
     case(
         "eval-labels-nan",
@@ -816,8 +815,8 @@ def check_case(w, tmp_path, make_args, expected, words, absent, process):
     elif result.exit_code == USAGE:
         assert lines[0].startswith("Usage: hashkit "), result.stderr
         assert lines[-1].startswith("Error: "), result.stderr
-    for word in words:
-        assert word in lines[-1], (word, result.stderr)
+    for word in words:  # an accepted odd input may say what is odd anywhere in its output
+        assert word in (result.output if result.exit_code == OK else lines[-1]), (word, result)
     for word in absent:
         assert word not in result.stderr, (word, result.stderr)
     if result.exit_code != OK:

@@ -240,8 +240,8 @@ def test_cli_export_then_search_prints_what_faiss_search_prints(tmp_path, model,
     query = stored.paths[7]
     result = run_cli("search", "--milvus", uri, "--collection", "imgs", query, "-k", "3", "--json")
     assert result.exit_code == 0, result.output
-    record = json.loads(result.stdout)
-    assert record["query"] == query
+    [record] = json.loads(result.stdout)  # one object per query, as for FAISS search
+    assert record["query_path"] == query
     assert record["results"][0] == {"rank": 1, "id": 7, "distance": 0, "path": query}
 
 

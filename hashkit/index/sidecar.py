@@ -125,8 +125,11 @@ def prepare_index_files(
     files = [PendingFile(path), PendingFile(sidecar_path(path))]
     try:
         try:
-            faiss.write_index_binary(index, str(files[0].tmp))
-        except RuntimeError as exc:
+            # Through a Python file object: FAISS takes a path only as UTF-8 text, and a file
+            # name may be any bytes.
+            with open(files[0].tmp, "wb") as f:
+                faiss.write_index_binary(index, faiss.PyCallbackIOWriter(f.write))
+        except (RuntimeError, OSError) as exc:
             raise write_error(path, exc) from None
         meta = _sidecar(
             index,
@@ -176,7 +179,8 @@ def read_index(path: str | os.PathLike):
     if meta is not None and meta.get("index_size") is not None:
         _check_index_file(path, side, meta["index_size"], meta.get("index_crc32"))
     try:
-        index = faiss.read_index_binary(str(path))
+        with open(path, "rb") as f:  # not by name: FAISS takes UTF-8 names only
+            index = faiss.read_index_binary(faiss.PyCallbackIOReader(f.read, 1 << 22))
     except (RuntimeError, MemoryError, ValueError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
         raise NotAnIndexError(f"not a FAISS binary index: {path} ({reason[:200]})") from None
