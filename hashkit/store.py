@@ -17,6 +17,10 @@ Schema (readable with plain h5py):
   (last append), ``class_names`` (JSON list), ``model_path``, ``dataset``, ``part``,
   ``protocol``.
 
+A store that grows (``StoreWriter.append_to``) is segmented: its rows live in immutable
+segment files and the datasets above are HDF5 virtual datasets over them
+(:mod:`hashkit.segments`); readers see the same schema.
+
 Reading checks the layout and the values (dtypes, shapes, bits, bit order, padding bits,
 distinct non-negative ids, labels) and raises one DataError naming the file for anything
 wrong; writing refuses the same mistakes.
@@ -111,7 +115,7 @@ class StoreWriter:
     """Stream codes into a store, batch by batch; the file appears only on ``close()``.
 
     ``StoreWriter(path, bits, ...)`` starts a new store; ``StoreWriter.append_to(path)``
-    continues an existing one from a temporary copy. Either way ``path`` changes only when
+    continues an existing one in a new segment. Either way ``path`` changes only when
     the writer is closed: use it as a context manager, and if the block raises, the temporary
     file is removed and any previous file at ``path`` is left as it was. ``finish()`` then
     ``commit()`` split closing in two; callers that replace several files together commit

@@ -42,11 +42,11 @@ class IndexAppender:
 
     Used as a context manager. It holds the index's lock and its store's (a second writer
     waits, saying so through ``on_wait``, or with ``wait=False`` raises LockedError), so two
-    appends never start from the same state. Codes go to a temporary copy of the store and to
-    the index in memory; on success the store, the index and the sidecar are replaced as one
-    journalled commit. If the block raises, nothing on disk changes. A store ahead of its index
-    (left by versions of hashkit without the journal) is caught up first
-    (``report.recovered``).
+    appends never start from the same state. Codes go to a new segment of the store
+    (:mod:`hashkit.segments`) and to the index in memory; on success the store's main file,
+    the index and the sidecar are replaced as one journalled commit. If the block raises,
+    nothing on disk changes. A store ahead of its index (left by versions of hashkit without
+    the journal) is caught up first (``report.recovered``).
     """
 
     def __init__(
