@@ -378,9 +378,11 @@ class StoreWriter:
         """Move the finished file into place (under the store's lock: never in the middle of
         another writer's append to the same store)."""
         from hashkit.lock import FileLock
+        from hashkit.segments import remove_unreferenced_segments
 
         with FileLock(self.path, purpose="writing a code store"):
             path = self._pending.commit()
+            remove_unreferenced_segments(path)  # of a segmented store this one replaced
         self._release()
         return path
 
@@ -673,7 +675,7 @@ def _read_store(path: Path, require_labels: bool, codes: bool, paths: bool, rows
             if not paths:
                 names = []
             elif "paths" in f:
-                names = [_plain(p) for p in f["paths"][start:stop]]
+                names = f["paths"].asstr(errors="replace")[start:stop].tolist()
             else:
                 names = [""] * n
             labels = f["labels"][start:stop] if "labels" in f else None

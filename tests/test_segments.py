@@ -170,6 +170,14 @@ def test_segments_left_by_a_killed_writer_are_removed_by_the_next_one(tmp_path):
     assert_holds(path, concat(parts))
 
 
+def test_a_new_store_written_over_a_segmented_one_removes_its_segments(tmp_path):
+    path, _ = grown_store(tmp_path)
+    replacement = random_store(n=7, seed=11)
+    write_store(path, replacement)
+    assert not segment_dir(path).exists()
+    assert_holds(path, concat([replacement]))
+
+
 def test_an_id_already_in_an_old_segment_is_refused(tmp_path):
     path, _ = grown_store(tmp_path)
     with pytest.raises(DataError, match="id 3 is already in"):
@@ -241,3 +249,10 @@ def test_encode_on_two_torchrun_processes_writes_the_store_one_process_writes(tm
     assert a.paths == b.paths and a.labels is None and b.labels is None
     assert b.attrs["layout"] == "segmented" and len(list(segment_dir(two).iterdir())) == 2
     assert a.fingerprint == b.fingerprint and a.bits == b.bits
+
+
+def test_adds_known_path_check_takes_normal_paths_as_they_are_and_normalises_the_rest():
+    from hashkit.index.append import _normal_path, _normal_paths
+
+    paths = ["/a/b", "/a//b", "/a/./b", "/a/../b", "/a/b/", "rel/x", "", "/a/.h", "//x", "/."]
+    assert _normal_paths(paths) == {_normal_path(p) for p in paths if p}
