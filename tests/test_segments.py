@@ -256,3 +256,35 @@ def test_adds_known_path_check_takes_normal_paths_as_they_are_and_normalises_the
 
     paths = ["/a/b", "/a//b", "/a/./b", "/a/../b", "/a/b/", "rel/x", "", "/a/.h", "//x", "/."]
     assert _normal_paths(paths) == {_normal_path(p) for p in paths if p}
+
+
+KILLED_ADD = """
+import os, signal, sys
+import numpy as np
+from hashkit import segments
+from hashkit.index import append_code_batches
+
+def killed(*args, **kwargs):  # the new segment is on disk, the main file not yet written
+    os.kill(os.getpid(), signal.SIGKILL)
+
+segments.build_main = killed
+codes = np.zeros((3, 2), np.uint8)
+append_code_batches(sys.argv[1], [(codes, ["/k/0.png", "/k/1.png", "/k/2.png"])])
+"""
+
+
+def test_an_add_killed_after_writing_its_segment_leaves_the_old_store(tmp_path):
+    path, parts = grown_store(tmp_path, labels=False)
+    store = read_store(path)
+    index = tmp_path / "out.faiss"
+    write_index(build_index(store.codes, store.ids, 12), index, bits=12, store=path, model=None,
+                store_uuid=store.attrs["uuid"])  # fmt: skip
+    segments_before = set(segment_dir(path).iterdir())
+    result = subprocess.run([sys.executable, "-c", KILLED_ADD, str(index)], timeout=300)
+    assert result.returncode == -9
+    assert len(set(segment_dir(path).iterdir()) - segments_before) == 1  # the orphan
+    assert_holds(path, concat(parts))
+    report = append_code_batches(index, [(random_store(n=2, seed=6).codes, ["/n0", "/n1"])])
+    assert report.added == 2 and read_index(index)[0].ntotal == 32
+    assert len(set(segment_dir(path).iterdir()) - segments_before) == 1  # the new one only
+    assert read_store(path).paths[-2:] == ["/n0", "/n1"]
