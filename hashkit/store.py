@@ -636,14 +636,15 @@ def read_store(
     """
     path = Path(path)
     rows = rows if rows is not None else slice(None)
-    for attempt in range(3):
+    attempts = 3
+    while True:
         try:
             return _read_store(path, require_labels, codes, paths, rows)
         except DataError:
             # A compaction may have removed the segments of the main file read: read again.
-            if attempt == 2 or not _segments_changed(path):
+            attempts -= 1
+            if not attempts or not _segments_changed(path):
                 raise
-    raise AssertionError("unreachable")
 
 
 def _segments_changed(path: Path) -> bool:

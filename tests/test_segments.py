@@ -23,7 +23,7 @@ from hashkit.codes import pack_codes
 from hashkit.errors import DataError, HashkitError
 from hashkit.index import append_code_batches, build_index, read_index, write_index
 from hashkit.models import HashNet, NetworkConfig
-from hashkit.segments import segment_dir
+from hashkit.segments import compact_store, segment_dir
 from hashkit.store import CodeStore, StoreWriter, read_store, read_store_attrs, write_store
 
 
@@ -288,3 +288,22 @@ def test_an_add_killed_after_writing_its_segment_leaves_the_old_store(tmp_path):
     assert report.added == 2 and read_index(index)[0].ntotal == 32
     assert len(set(segment_dir(path).iterdir()) - segments_before) == 1  # the new one only
     assert read_store(path).paths[-2:] == ["/n0", "/n1"]
+
+
+def test_a_read_racing_a_compaction_reads_the_compacted_store(tmp_path, monkeypatch):
+    import hashkit.store as store_module
+
+    path, parts = grown_store(tmp_path)
+    real, raced = store_module._read_store, []
+
+    def racing(path_, *args):
+        if not raced:  # the old main file is open when compaction removes its segments
+            raced.append(True)
+            with h5py.File(path_, "r") as old:
+                compact_store(path_)
+                segments.check_segments(old, path_)  # the error the old read meets
+        return real(path_, *args)
+
+    monkeypatch.setattr(store_module, "_read_store", racing)
+    assert_holds(path, concat(parts))
+    assert raced and not segment_dir(path).exists()
