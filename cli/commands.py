@@ -2,6 +2,7 @@
 
 from hashkit.cli.add import add_command
 from hashkit.cli.bench import bench_command
+from hashkit.cli.compact import compact_command
 from hashkit.cli.encode import encode_command
 from hashkit.cli.eval import eval_command
 from hashkit.cli.export import export_images_command
@@ -16,6 +17,7 @@ COMMANDS: list = [
     encode_command,
     build_index_command,
     add_command,
+    compact_command,
     search_command,
     info_command,
     bench_command,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
+import numpy as np
 
 from hashkit.cli.options import FilePath, data_options, encoding_options, load_data
 from hashkit.cli.progress import progress_factory, warn_unlisted, warn_unreadable
@@ -58,7 +60,9 @@ def encode_command(
     argument or --data) is a built-in dataset, a labelled image folder or a list file: its
     items go in with their labels and their dataset indices as ids, so `hashkit eval` can
     score a query store against a database store; --data FOLDER reads a folder as DATA.
-    The store appears only when complete.
+    The store appears only when complete. Launched by torchrun (`torchrun --nproc-per-node N
+    -m hashkit encode ...`), each process encodes a share of the items and the result is one
+    store, equal to what one process writes (its rows in segment files under CODES.h5.d/).
 
     \b
     Examples:
@@ -97,45 +101,65 @@ def encode_command(
         {"the output CODES.h5": out},
         {"the model (--model)": model, "the data": source or data, "the split": split_file},
     )
+    from hashkit.sharded_encode import encode_sharded, launched_by_torchrun
+
     bundle = load_bundle(model)
-    progress = progress_factory(quiet)
+    sharded = launched_by_torchrun()
+    first_rank = not sharded or os.environ.get("RANK", "0") == "0"
+    progress = progress_factory(quiet or not first_rank)
     if folder:
         from hashkit.encode import encode_files_to_store, find_images
 
         skipped = None if strict else []
         paths = find_images(Path(source).resolve(), skipped)
-        warn_unlisted(skipped or [])
-        report = encode_files_to_store(
-            bundle,
-            paths,
-            out,
-            batch_size=batch_size,
-            num_workers=workers,
-            device=device,
-            strict=strict,
-            progress=progress,
-        )
+        if first_rank:
+            warn_unlisted(skipped or [])
+
+        def write(store, positions, allow_empty=False):
+            return encode_files_to_store(
+                bundle,
+                [paths[i] for i in positions],
+                store,
+                batch_size=batch_size,
+                num_workers=workers,
+                device=device,
+                strict=strict,
+                first_id=int(positions[0]) if len(positions) else 0,
+                progress=progress,
+                allow_empty=allow_empty,
+            )
+
+        count = len(paths)
     else:
         dataset, split = load_data(
             source or data, root, protocol, split_file, split_seed, defaults=bundle.train_config
         )
-        report = _encode_dataset(
-            bundle, dataset, split, part, out, batch_size, workers, device, strict, progress
-        )
-    warn_unreadable(report.skipped)
-    click.echo(f"wrote {out}: {report.encoded} {bundle.bits}-bit codes")
+        indices = np.arange(len(dataset)) if part == "all" else getattr(split, part)
+
+        def write(store, positions, allow_empty=False):
+            return _encode_dataset(
+                bundle, dataset, split, part, indices[positions], store,
+                batch_size, workers, device, strict, progress, allow_empty,
+            )  # fmt: skip
+
+        count = len(indices)
+    if sharded:
+        report = encode_sharded(out, count, lambda store, positions: write(store, positions, True))
+    else:
+        report = write(out, np.arange(count))
+    if first_rank:
+        warn_unreadable(report.skipped)
+        click.echo(f"wrote {out}: {report.encoded} {bundle.bits}-bit codes")
 
 
 def _encode_dataset(
-    bundle, dataset, split, part, out, batch_size, workers, device, strict, progress
-):
-    import numpy as np
-
+    bundle, dataset, split, part, indices, out, batch_size, workers, device, strict, progress,
+    allow_empty,
+):  # fmt: skip
     from hashkit.encode import EncodeReport, iter_dataset_codes
     from hashkit.errors import DataError
     from hashkit.store import StoreWriter
 
-    indices = np.arange(len(dataset)) if part == "all" else getattr(split, part)
     labels = dataset.labels
     label_width = None if labels is None else (0 if labels.ndim == 1 else labels.shape[1])
     attrs = {"dataset": dataset.name, "part": part, "protocol": split.protocol}
@@ -167,6 +191,6 @@ def _encode_dataset(
                 [dataset.paths[i] for i in idx] if dataset.paths else None,
                 None if labels is None else labels[idx],
             )
-        if report.encoded == 0:
+        if report.encoded == 0 and not allow_empty:
             raise DataError(f"none of the {len(indices)} items could be encoded")
     return report

@@ -216,11 +216,13 @@ def encode_files_to_store(
     strict: bool = False,
     first_id: int = 0,
     progress: Callable | None = None,
+    allow_empty: bool = False,
 ) -> EncodeReport:
     """Encode image files with a model bundle into a new code store (written atomically).
 
     Ids are ``first_id + position`` in ``paths``; an unreadable image is skipped (its id is
-    not used) and listed in the report, or raises DataError with ``strict``.
+    not used) and listed in the report, or raises DataError with ``strict``. A store of no
+    codes is refused unless ``allow_empty`` (one rank's share of a sharded encode).
     """
     from hashkit.store import StoreWriter
 
@@ -244,7 +246,7 @@ def encode_files_to_store(
             progress=progress,
         ):
             writer.append(codes, first_id + positions, [paths[i] for i in positions])
-        if report.encoded == 0:
+        if report.encoded == 0 and not allow_empty:
             example = f", e.g. {report.skipped[0][1]}" if report.skipped else ""
             raise DataError(f"none of the {len(paths)} images could be read{example}")
     return report

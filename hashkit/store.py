@@ -17,6 +17,10 @@ Schema (readable with plain h5py):
   (last append), ``class_names`` (JSON list), ``model_path``, ``dataset``, ``part``,
   ``protocol``.
 
+A store that grows (``StoreWriter.append_to``) is segmented: its rows live in immutable
+segment files and the datasets above are HDF5 virtual datasets over them
+(:mod:`hashkit.segments`); readers see the same schema.
+
 Reading checks the layout and the values (dtypes, shapes, bits, bit order, padding bits,
 distinct non-negative ids, labels) and raises one DataError naming the file for anything
 wrong; writing refuses the same mistakes.
@@ -24,6 +28,7 @@ wrong; writing refuses the same mistakes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import numbers
@@ -46,6 +51,7 @@ from hashkit.codes import (
 )
 from hashkit.errors import DataError, HashkitError
 from hashkit.labels import check_labels, normalize_labels
+from hashkit.segments import check_segments, is_segmented, segment_list, segment_sizes
 
 _CHUNK_ROWS = 65536
 # A store is built in memory (HDF5's "core" driver) and written to its temporary file in one
@@ -109,7 +115,7 @@ class StoreWriter:
     """Stream codes into a store, batch by batch; the file appears only on ``close()``.
 
     ``StoreWriter(path, bits, ...)`` starts a new store; ``StoreWriter.append_to(path)``
-    continues an existing one from a temporary copy. Either way ``path`` changes only when
+    continues an existing one in a new segment. Either way ``path`` changes only when
     the writer is closed: use it as a context manager, and if the block raises, the temporary
     file is removed and any previous file at ``path`` is left as it was. ``finish()`` then
     ``commit()`` split closing in two; callers that replace several files together commit
@@ -138,6 +144,9 @@ class StoreWriter:
             )
         self._f = None
         self._lock = None
+        self._old_attrs = None  # set when appending to an existing store
+        self._base = 0  # rows of the existing store (not in the file being written)
+        self._created = []
         self._pending = PendingFile(self.path)
         try:
             self._f = _open_in_memory(self._pending.tmp, "w", self.path)
@@ -162,13 +171,19 @@ class StoreWriter:
 
     @classmethod
     def append_to(cls, path: str | os.PathLike) -> StoreWriter:
-        """A writer that appends to the existing store at ``path`` (through a temporary copy,
-        so ``path`` is untouched until ``close()``/``commit()``). A store in the older "big"
-        bit order is converted in the copy, so old and new codes share one order.
+        """A writer that appends to the existing store at ``path``, which is untouched until
+        ``close()``/``commit()``.
+
+        The new rows go to a new segment (:mod:`hashkit.segments`): ``finish()`` writes it,
+        then the store's small main file of virtual datasets under a temporary name, so an
+        append costs O(new rows). A single-file store becomes the first segment of the
+        segmented store as it is (a hard link, no copy); one in the older "big" bit order,
+        or with other dtypes, is rewritten into that segment once.
 
         The store's lock (:class:`hashkit.lock.FileLock`) is held from here to the commit or
         abort, so that no other writer replaces the store meanwhile; a caller that commits
         ``pending`` itself takes that lock before calling this."""
+        from hashkit import segments
         from hashkit.lock import FileLock, holds_lock
 
         path = Path(path)
@@ -176,29 +191,38 @@ class StoreWriter:
         self.path = path
         self._f = None
         self._pending = None
+        self._created = []
         self._lock = None if holds_lock(path) else FileLock(path, purpose="appending").acquire()
         try:
             attrs = read_store_attrs(path)
             if "codes" not in attrs["datasets"] or "bits" not in attrs:
                 raise DataError(f"{path} is not a hashkit code store (no 'codes' or no 'bits')")
+            for name in ("ids", "paths"):
+                if name not in attrs["datasets"]:
+                    raise DataError(f"{path} has no '{name}' dataset, cannot append to it")
+            segments.remove_unreferenced_segments(path)
             self.bits = int(attrs["bits"])
             self.uuid = str(attrs.get("uuid", ""))
-            self._pending = PendingFile(path, copy_from_target=True)
-            self._f = _open_in_memory(self._pending.tmp, "a", path)
-            for name in ("codes", "ids", "paths", "labels"):
-                if name in self._f and self._f[name].maxshape[0] is not None:
-                    raise DataError(f"{path}: '{name}' is not resizable, cannot append to it")
-            for name in ("ids", "paths"):
-                if name not in self._f:
-                    raise DataError(f"{path} has no '{name}' dataset, cannot append to it")
-            self.count = int(self._f["codes"].shape[0])
-            ids = check_ids(self._f["ids"][...], f"ids in {path}")
-            self.next_id = int(ids.max()) + 1 if len(ids) else 0
-            order = _bit_order(self._f.attrs, path)
-            if order != BIT_ORDER:
-                _convert_codes_in_place(self._f["codes"], order)
-                self._f.attrs["bit_order"] = BIT_ORDER
-            self._f.attrs["modified"] = _now()
+            self._base = self.count = int(attrs["datasets"]["codes"][0])
+            self._old_attrs = _raw_attrs(path)
+            self._segmented = segments.is_segmented(attrs)
+            if self._segmented:
+                self.next_id = int(attrs["next_id"])
+            else:
+                ids = check_ids(read_store(path, codes=False, paths=False).ids, f"ids in {path}")
+                self.next_id = int(ids.max()) + 1 if len(ids) else 0
+            self._old_ids = None
+            labels = attrs["datasets"].get("labels")
+            label_width = None
+            if labels is not None:
+                label_width = 0 if len(labels) == 1 or labels[1] == 1 else labels[1]
+            self._f = _h5py().File(f"{path}.new-segment", "w", driver="core", backing_store=False)
+            _create_datasets(self._f, self.bits, label_width)
+            for key in ("bits", "bit_order", "model_fingerprint", "hashkit_version"):
+                if key in self._old_attrs:
+                    self._f.attrs[key] = self._old_attrs[key]
+            self._f.attrs["bit_order"] = BIT_ORDER
+            self._f.attrs["created"] = _now()
         except BaseException:
             self.abort()
             raise
@@ -214,7 +238,11 @@ class StoreWriter:
         if len(ids) != n:
             raise HashkitError(f"{n} codes but {len(ids)} ids")
         if n and int(ids.min()) < self.next_id:
-            present = np.isin(ids, self._f["ids"][: self.count])
+            present = np.isin(ids, self._f["ids"][: self.count - self._base])
+            if self._base:
+                if self._old_ids is None:
+                    self._old_ids = read_store(self.path, codes=False, paths=False).ids
+                present |= np.isin(ids, self._old_ids)
             if present.any():
                 raise DataError(
                     f"id {ids[present][0]} is already in {self.path}: ids must be distinct"
@@ -235,7 +263,7 @@ class StoreWriter:
             if labels is None:
                 raise HashkitError(f"{self.path} has labels: every batch appended needs them")
             labels = self._check_batch_labels(labels, n)
-        start, end = self.count, self.count + n
+        start, end = self.count - self._base, self.count - self._base + n
         columns = [("codes", codes), ("ids", ids), ("paths", paths)]
         if "labels" in self._f:
             columns.append(("labels", labels))
@@ -243,7 +271,7 @@ class StoreWriter:
             ds = self._f[name]
             ds.resize(end, axis=0)
             ds[start:end] = values
-        self.count = end
+        self.count += n
         if n:
             self.next_id = max(self.next_id, int(ids.max()) + 1)
 
@@ -265,7 +293,12 @@ class StoreWriter:
         return self._pending
 
     def finish(self) -> Path:
-        """Write the HDF5 file under its temporary name and close it; returns that name."""
+        """Write the HDF5 file under its temporary name and close it; returns that name.
+
+        When appending, the new segment is written under its final name first (no main file
+        names it yet), then the main file under its temporary name."""
+        if self._old_attrs is not None:
+            return self._finish_append()
         if self._f:
             try:
                 self._f.close()
@@ -273,13 +306,83 @@ class StoreWriter:
                 raise write_error(self.path, exc) from None
         return self._pending.tmp
 
+    def _finish_append(self) -> Path:
+        from hashkit import segments
+
+        if self._pending is not None:
+            return self._pending.tmp
+        try:
+            self._f.flush()
+            image = self._f.id.get_file_image()
+            self._f.close()
+        except (OSError, RuntimeError) as exc:
+            raise write_error(self.path, exc) from None
+        self._f = None
+        if self._segmented:
+            parts = segments.segment_list(self._old_attrs, self.path)
+        else:
+            parts = [(self._first_segment(), self._base)]
+        if self.count > self._base:
+            new = segments.new_segment_path(self.path)
+            new.parent.mkdir(exist_ok=True)
+            self._created.append(new)
+            segments.write_file_image(new, image)
+            parts.append((os.path.relpath(new, self.path.parent), self.count - self._base))
+        attrs = dict(self._old_attrs)
+        attrs["bit_order"] = BIT_ORDER
+        attrs["modified"] = _now()
+        self._pending = PendingFile(self.path)
+        segments.build_main(self._pending, parts, attrs, bits=self.bits, next_id=self.next_id)
+        return self._pending.tmp
+
+    def _first_segment(self) -> str:
+        """Make the single-file store the first segment: a hard link when it can serve as
+        one as it is, else a rewritten copy (older bit order, other dtypes); returns its
+        name relative to the store's folder."""
+        from hashkit import segments
+
+        first = segments.new_segment_path(self.path, "-0")
+        first.parent.mkdir(exist_ok=True)
+        self._created.append(first)
+        with _h5py().File(self.path, "r") as f:
+            as_is = segments.is_canonical_segment(f)
+        linked = False
+        if as_is:
+            try:
+                os.link(self.path, first)
+                linked = True
+            except OSError:  # a file system without hard links: copy instead
+                pass
+        if not linked:
+            old = read_store(self.path)
+            labels = old.labels
+            width = None if labels is None else (0 if labels.ndim == 1 else labels.shape[1])
+            f = _h5py().File(f"{first}.in-memory", "w", driver="core", backing_store=False)
+            with f:
+                _create_datasets(f, self.bits, width)
+                for key, value in self._old_attrs.items():
+                    f.attrs[key] = value
+                f.attrs["bit_order"] = BIT_ORDER
+                columns = [("codes", old.codes), ("ids", old.ids), ("paths", old.paths)]
+                if labels is not None:
+                    columns.append(("labels", labels))
+                for name, values in columns:
+                    f[name].resize(len(old), axis=0)
+                    f[name][:] = values
+                f.flush()
+                image = f.id.get_file_image()
+            segments.write_file_image(first, image)
+        return os.path.relpath(first, self.path.parent)
+
     def commit(self) -> Path:
         """Move the finished file into place (under the store's lock: never in the middle of
         another writer's append to the same store)."""
         from hashkit.lock import FileLock
+        from hashkit.segments import remove_unreferenced_segments
 
         with FileLock(self.path, purpose="writing a code store"):
             path = self._pending.commit()
+            remove_unreferenced_segments(path)  # of a segmented store this one replaced
         self._release()
         return path
 
@@ -307,6 +410,14 @@ class StoreWriter:
         finally:
             if self._pending is not None:
                 self._pending.discard()
+            if self._created and not (self._pending is not None and self._pending.committed):
+                for segment in self._created:  # no main file names them
+                    with contextlib.suppress(OSError):
+                        segment.unlink()
+                self._created = []
+                from hashkit.segments import remove_empty_segment_dir
+
+                remove_empty_segment_dir(self.path)
             self._release()
 
     def __enter__(self) -> StoreWriter:
@@ -443,6 +554,8 @@ def _check_layout(f, path: Path) -> tuple[int, str]:
             f"({8 * nbytes - 7}..{8 * nbytes} bits)"
         )
     order = _bit_order(f.attrs, path)
+    if is_segmented(f.attrs):
+        check_segments(f, path)
     ids, paths, labels = dataset("ids"), dataset("paths"), dataset("labels")
     if ids is not None and (ids.dtype.kind not in "iu" or ids.shape != (n,)):
         raise DataError(f"{path}: 'ids' must be {n} integers, got {ids.dtype} {ids.shape}")
@@ -492,6 +605,12 @@ def read_store_attrs(path: str | os.PathLike) -> dict:
     return attrs
 
 
+def _raw_attrs(path: Path) -> dict:
+    """A store's attributes as h5py gives them (to carry them into a rewritten file)."""
+    with _open(path) as f:
+        return dict(f.attrs.items())
+
+
 def _plain(value):
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
@@ -517,6 +636,28 @@ def read_store(
     """
     path = Path(path)
     rows = rows if rows is not None else slice(None)
+    attempts = 3
+    while True:
+        try:
+            return _read_store(path, require_labels, codes, paths, rows)
+        except DataError:
+            # A compaction may have removed the segments of the main file read: read again.
+            attempts -= 1
+            if not attempts or not _segments_changed(path):
+                raise
+
+
+def _segments_changed(path: Path) -> bool:
+    try:
+        with _open(path) as f:
+            if is_segmented(f.attrs):
+                check_segments(f, path)
+    except DataError:
+        return False
+    return True
+
+
+def _read_store(path: Path, require_labels: bool, codes: bool, paths: bool, rows: slice):
     with _open(path) as f:
         try:
             bits, order = _check_layout(f, path)
@@ -535,11 +676,13 @@ def read_store(
             if not paths:
                 names = []
             elif "paths" in f:
-                names = [_plain(p) for p in f["paths"][start:stop]]
+                names = f["paths"].asstr(errors="replace")[start:stop].tolist()
             else:
                 names = [""] * n
             labels = f["labels"][start:stop] if "labels" in f else None
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            if is_segmented(f.attrs):
+                check_segments(f, path)  # still there: no fill values were read
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise DataError(f"{path}: cannot read the code store ({exc})") from None
     ids = check_ids(ids, f"ids in {path}")
@@ -592,7 +735,9 @@ def describe_store(path: str | os.PathLike) -> dict:
             )
         ),
         "model_fingerprint": str(attrs.get("model_fingerprint", "")),
-        "file_size": path.stat().st_size,
+        "file_size": path.stat().st_size
+        + (segment_sizes(path, attrs) if is_segmented(attrs) else 0),
+        "segments": len(segment_list(attrs, path)) if is_segmented(attrs) else 1,
         "attributes": {
             k: v for k, v in attrs.items() if k not in ("bits", "bit_order", "model_fingerprint")
         },
