@@ -43,6 +43,13 @@ def gpu_option(func):
     default=None,
     help="Model bundle  [default: the one the index was built with]",
 )
+@click.option(
+    "--radius",
+    type=click.IntRange(0),
+    default=None,
+    help="Every hit within this Hamming distance instead of the k nearest (flat, ivf and "
+    "multihash indexes).",
+)
 @click.option("--nprobe", type=click.IntRange(1), default=None, help="IVF lists to visit.")
 @click.option("--ef-search", type=click.IntRange(1), default=None, help="HNSW candidates.")
 @click.option("--nflip", type=click.IntRange(0), default=None, help="Multi-hash bit flips.")
@@ -64,8 +71,8 @@ def gpu_option(func):
 @gpu_option
 @device_option
 def search_command(
-    index_path, queries, codes_path, k, model, nprobe, ef_search, nflip, as_json, fmt, out_path,
-    gpu, device,
+    index_path, queries, codes_path, k, model, radius, nprobe, ef_search, nflip, as_json, fmt,
+    out_path, gpu, device,
 ):  # fmt: skip
     """Find the stored images nearest (in Hamming distance) to each query.
 
@@ -78,6 +85,7 @@ def search_command(
       hashkit search out.faiss query.png
       hashkit search out.faiss a.jpg b.jpg -k 5 --json
       hashkit search out.faiss --codes queries.h5 -k 100 --format csv --out results.csv
+      hashkit search out.faiss query.png --radius 2
     """
     from hashkit.errors import HashkitError
     from hashkit.index import set_search_params
@@ -90,10 +98,13 @@ def search_command(
     if searcher.alignment.warning():
         click.echo(f"hashkit: warning: {searcher.alignment.warning()}", err=True)
     set_search_params(searcher.search_index, nprobe=nprobe, ef_search=ef_search, nflip=nflip)
+    if radius is not None:
+        set_search_params(searcher.index, nprobe=nprobe, ef_search=ef_search, nflip=nflip)
     if codes_path:
-        batches = searcher.search_store(codes_path, k)
+        batches = searcher.search_store(codes_path, k, radius=radius)
     else:
-        batches = [(list(range(len(queries))), list(queries), searcher.search_images(queries, k))]
+        hits = searcher.search_images(queries, k, radius)
+        batches = [(list(range(len(queries))), list(queries), hits)]
     if out_path is None:
         _write(sys.stdout, batches, fmt, codes_path is not None)
         return

@@ -20,6 +20,7 @@ from hashkit.index.append import (
 )
 from hashkit.index.build import (
     INDEX_TYPES,
+    RANGE_SEARCH_TYPES,
     build_index,
     default_hash_bits,
     default_nlist,
@@ -27,6 +28,7 @@ from hashkit.index.build import (
     index_ids,
     index_params,
     index_type_of,
+    range_search,
     search,
     set_search_params,
 )
@@ -52,6 +54,7 @@ from hashkit.index.sidecar import (
 __all__ = [
     "GPU_MAX_K",
     "INDEX_TYPES",
+    "RANGE_SEARCH_TYPES",
     "SIDECAR_FORMAT",
     "AddReport",
     "Alignment",
@@ -73,6 +76,7 @@ __all__ = [
     "index_params",
     "index_type_of",
     "prepare_index_files",
+    "range_search",
     "read_index",
     "search",
     "search_index_for",
