@@ -8,6 +8,7 @@ from hashkit.cli.export import export_images_command
 from hashkit.cli.index import build_index_command
 from hashkit.cli.info import info_command
 from hashkit.cli.search import search_command
+from hashkit.cli.serve import serve_command
 from hashkit.cli.train import train_command
 
 COMMANDS: list = [
@@ -16,6 +17,7 @@ COMMANDS: list = [
     build_index_command,
     add_command,
     search_command,
+    serve_command,
     info_command,
     bench_command,
     eval_command,
