@@ -408,3 +408,22 @@ def test_a_broken_index_store_or_model_at_start_is_one_error_line_and_exit_1(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hashkit: error: "), result.stderr
     assert words in lines[0] and "Traceback" not in result.output
+
+
+def test_nflip_that_would_probe_too_many_hash_keys_is_refused(tmp_path):
+    from hashkit.codes import pack_codes
+    from hashkit.serve.app import _search_params
+    from hashkit.serve.errors import Unprocessable
+    from hashkit.serve.schemas import SearchOptions
+    from hashkit.serve.snapshot import refresh_snapshot
+    from hashkit.store import CodeStore, write_store
+
+    codes = pack_codes(np.random.default_rng(0).integers(0, 2, (300, 32)))
+    write_store(tmp_path / "codes.h5", CodeStore(codes, np.arange(300, dtype=np.int64), 32))
+    cli("build-index", tmp_path / "codes.h5", tmp_path / "mh.faiss", "--type", "multihash",
+        "--nhash", "1", "--hash-bits", "24")  # fmt: skip
+    snapshot = refresh_snapshot(None, tmp_path / "mh.faiss")
+    assert _search_params(SearchOptions(nflip=5), snapshot).nflip == 5  # 55,455 keys
+    for nflip in (6, 25):  # 190,051 keys; more flips than hash bits
+        with pytest.raises(Unprocessable, match="too many probes"):
+            _search_params(SearchOptions(nflip=nflip), snapshot)

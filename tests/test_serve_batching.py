@@ -136,3 +136,51 @@ def test_codes_equal_those_hashkit_stored_for_the_same_files(setup):
 
     images = [decode_upload(u, "x.png", 1 << 20) for u in uploads]
     assert np.array_equal(encoder.encode(images), snapshot.codes)
+
+
+@pytest.fixture
+def twins(tmp_path):
+    """Eight PNG files of the same pixels (so the same code) but different bytes, among other
+    images: a search for one of them has eight hits at distance 0."""
+    from PIL import Image
+
+    paths = write_block_images(tmp_path / "images", classes=1, per_class=6)
+    pixels = Image.open(paths[0]).copy()
+    copies = []
+    for level in (0, 1, 2, 3, 4, 5, 7, 9):  # 6, PIL's default, would copy paths[0] exactly
+        path = tmp_path / "images" / "class0" / f"twin{level}.png"
+        pixels.save(path, compress_level=level)
+        copies.append(path)
+    assert len({p.read_bytes() for p in copies + [paths[0]]}) == 9
+    model = make_model(tmp_path / "model.pt", paths)
+    result = CliRunner().invoke(
+        _registered(),
+        ["build-index", str(tmp_path / "images"), str(tmp_path / "i.faiss"), "--model", str(model)],
+    )
+    assert result.exit_code == 0, result.output
+    snapshot = refresh_snapshot(None, tmp_path / "i.faiss")
+    encoder = QueryEncoder(load_bundle(model), device="cpu")
+    ids = {p: int(i) for p, i in zip(snapshot.paths, snapshot.ids)}
+    return snapshot, encoder, [(ids[str(p)], p) for p in copies + [paths[0]]]
+
+
+def test_an_upload_of_a_stored_file_ranks_that_file_first_among_equal_codes(twins):
+    snapshot, encoder, copies = twins
+    jobs = [Job(SearchParams(k=12), images=[("q.png", p.read_bytes())]) for _, p in copies]
+    answers = run_queued(snapshot, encoder.encode, jobs)
+    for (item_id, path), answer in zip(copies, answers):
+        hits = answer.hits[0]
+        assert sum(h["distance"] == 0 for h in hits) == 9
+        assert hits[0]["id"] == item_id and hits[0]["path"] == str(path)
+        assert [h["rank"] for h in hits] == list(range(1, 13))
+
+
+def test_similar_ranks_the_item_itself_first_even_when_more_than_k_share_its_code(twins):
+    snapshot, _, copies = twins
+    for item_id, _ in copies:
+        row = snapshot.row_of(item_id)
+        job = Job(SearchParams(k=3), codes=snapshot.codes[row : row + 1], item_ids=[item_id])
+        (answer,) = run_queued(snapshot, None, [job])
+        hits = answer.hits[0]
+        assert [h["rank"] for h in hits] == [1, 2, 3] and hits[0]["id"] == item_id
+        assert all(h["distance"] == 0 for h in hits) and len({h["id"] for h in hits}) == 3

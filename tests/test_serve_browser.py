@@ -118,6 +118,8 @@ def severe_console_errors(driver) -> list[str]:
 
 
 def test_page_upload_grid_click_and_screenshots(browser, page_data, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+
     index, query, expected_id = page_data
     out = screenshot_dir(tmp_path)
     with Server(index, "--reload-interval", "0") as server:
@@ -149,6 +151,7 @@ def test_page_upload_grid_click_and_screenshots(browser, page_data, tmp_path):
 
         # Back to the uploaded query for the picture, then desktop and phone screenshots.
         search_with_upload(browser, query, 20)
+        ActionChains(browser).move_to_element(browser.find_element("tag name", "header")).perform()
         browser.save_screenshot(str(out / "serve-page.png"))
         browser.set_window_size(*PHONE)
         wait(

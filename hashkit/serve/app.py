@@ -133,13 +133,11 @@ def create_app(service: Service) -> FastAPI:
     def require_token(
         credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
     ) -> None:
-        if settings.token is None:
-            return
         given = b"" if credentials is None else credentials.credentials.encode()
         if not secrets.compare_digest(given, settings.token.encode()):
             raise Unauthorized("missing or wrong bearer token (Authorization: Bearer TOKEN)")
 
-    guarded = [Depends(require_token)]
+    guarded = [Depends(require_token)] if settings.token is not None else []
     api = APIRouter(prefix="/api", dependencies=guarded, responses=_ERRORS)
 
     @api.post(
@@ -231,6 +229,7 @@ def create_app(service: Service) -> FastAPI:
         job = Job(
             _search_params(options, snapshot),
             codes=snapshot.codes[row : row + 1],
+            item_ids=[item_id],
         )
         answer = await _run(service, job)
         service.metrics.queries.labels("code").inc()

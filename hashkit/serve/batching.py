@@ -1,8 +1,9 @@
 """Micro-batching: queries that arrive together are encoded in one network batch and searched
 in one FAISS call.
 
-Requests put :class:`Job` objects on a queue; one worker thread takes the first job, waits up
-to ``wait_s`` for more (stopping early at ``max_batch`` queries), then runs them as one batch:
+Requests put :class:`Job` objects on a queue; one worker thread takes the first job and every
+job queued behind it, waits up to ``wait_s`` for more (0 by default: while one batch runs the
+next one queues), stopping at ``max_batch`` queries, then runs them as one batch:
 every uploaded image through the network at once, then one FAISS search per distinct set of
 search parameters. The worker owns every FAISS call, so setting an index's search parameters
 (nprobe, efSearch, nflip) before a call never races with another request.
@@ -14,6 +15,7 @@ swaps the snapshot takes effect at the next batch, never inside one.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -47,12 +49,14 @@ class SearchParams:
 @dataclass
 class Job:
     """One request's queries: packed ``codes`` (n x nbytes uint8), or ``images`` as
-    ``(name, file bytes)`` pairs to decode and encode. ``future`` gets a :class:`Answer` or
-    the error that refused the request."""
+    ``(name, file bytes)`` pairs to decode and encode. ``item_ids``: for queries that are
+    stored items (``/similar``), their ids. ``future`` gets a :class:`Answer` or the error that
+    refused the request."""
 
     params: SearchParams
     codes: np.ndarray | None = None
     images: list[tuple[str, bytes]] | None = None
+    item_ids: list[int] | None = None
     future: Future = field(default_factory=Future)
 
     @property
@@ -85,7 +89,7 @@ class Batcher:
         encode: Callable | None,
         *,
         max_batch: int = 64,
-        wait_s: float = 0.001,
+        wait_s: float = 0.0,
         max_pixels: int = 4096 * 4096,
         max_range_hits: int = 10000,
         on_batch: Callable[[int], None] | None = None,
@@ -175,9 +179,14 @@ class Batcher:
             start = 0
             for job in group:
                 end = start + job.size
-                job.future.set_result(
-                    Answer(hits[start:end], truncated[start:end], snapshot, total)
-                )
+                mine = hits[start:end]
+                if job.item_ids is not None:
+                    for query_hits, item_id in zip(mine, job.item_ids):
+                        _put_first(query_hits, snapshot, item_id, params)
+                elif job.images is not None:
+                    for query_hits, (_, data) in zip(mine, job.images):
+                        _identical_file_first(query_hits, data)
+                job.future.set_result(Answer(mine, truncated[start:end], snapshot, total))
                 start = end
         if self._on_batch is not None and total:
             self._on_batch(total)
@@ -235,6 +244,51 @@ class Batcher:
             )
             truncated.append(cut)
         return hits, truncated
+
+
+def _put_first(hits: list[dict], snapshot: Snapshot, item_id: int, params: SearchParams) -> None:
+    """Rank the query's own item first: FAISS orders equal distances arbitrarily, and may even
+    leave the item out when more than k codes equal its own."""
+    at = next((i for i, h in enumerate(hits) if h["id"] == item_id), None)
+    if at is not None:
+        hits.insert(0, hits.pop(at))
+    else:
+        row = snapshot.row_of(item_id)
+        if row is None:  # gone from the index since the request looked it up
+            return
+        hits.insert(0, _hit(1, snapshot, item_id, 0, row))
+        if params.radius is None:
+            del hits[params.k :]
+    _rerank(hits)
+
+
+def _identical_file_first(hits: list[dict], data: bytes) -> None:
+    """Rank first the hit at distance 0 whose stored file holds exactly the uploaded bytes, as
+    ``hashkit search`` does for a stored path: a user who uploads a stored image expects it on
+    top, not after other images that share its code."""
+    for i, hit in enumerate(hits):
+        if hit["distance"] > 0:
+            return
+        if _same_bytes(hit["path"], data):
+            if i:
+                hits.insert(0, hits.pop(i))
+                _rerank(hits)
+            return
+
+
+def _same_bytes(path: str, data: bytes) -> bool:
+    try:
+        if not path or os.path.getsize(path) != len(data):
+            return False
+        with open(path, "rb") as f:
+            return f.read(len(data) + 1) == data
+    except OSError:
+        return False
+
+
+def _rerank(hits: list[dict]) -> None:
+    for rank, hit in enumerate(hits, start=1):
+        hit["rank"] = rank
 
 
 def _hit(rank: int, snapshot: Snapshot, item_id: int, distance: int, row: int) -> dict:

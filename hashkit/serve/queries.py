@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import warnings
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from hashkit.codes import code_bytes, pack_codes, unpack_codes
+from hashkit.codes import code_bytes, pack_codes
 from hashkit.data.base import open_image
 from hashkit.errors import DataError
 from hashkit.serve.errors import PayloadTooLarge, RequestError
@@ -41,15 +42,22 @@ def decode_codes(texts: Sequence[str], encoding: str, bits: int) -> np.ndarray:
                 f"code {i} has {len(raw)} bytes; this index takes {bits}-bit codes of "
                 f"{nbytes} bytes"
             )
-        rows.append(np.frombuffer(raw, dtype=np.uint8))
-    codes = np.stack(rows)
-    clean = pack_codes(unpack_codes(codes, bits))
-    dirty = np.flatnonzero((clean != codes).any(axis=1))
+        rows.append(raw)
+    codes = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), nbytes)
+    padding = ~_last_byte_bits(bits)
+    dirty = np.flatnonzero(codes[:, -1] & padding)
     if len(dirty):
         raise RequestError(
             f"code {dirty[0]} sets padding bits beyond the index's {bits} bits (they must be 0)"
         )
     return codes
+
+
+@functools.cache
+def _last_byte_bits(bits: int) -> np.uint8:
+    """The bits of a code's last byte that hold code bits (the rest is zero padding), in
+    whichever bit order hashkit.codes packs."""
+    return pack_codes(np.ones((1, bits), dtype=np.uint8))[0, -1]
 
 
 def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:

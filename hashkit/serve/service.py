@@ -20,14 +20,15 @@ log = logging.getLogger("hashkit.serve")
 @dataclass
 class ServeSettings:
     """How the service runs. Limits are per request; ``batch_wait_ms`` is how long the batcher
-    waits for more queries after the first, ``max_batch`` the most queries in one batch (1
-    turns batching off); ``reload_interval_s`` how often the index files are checked (0: never).
+    waits for more queries after the first (0: a batch is what queued while the last one ran),
+    ``max_batch`` the most queries in one batch (1 turns batching off); ``reload_interval_s``
+    how often the index files are checked (0: never).
     """
 
     index_path: Path
     model_path: Path | None = None
     token: str | None = None
-    batch_wait_ms: float = 1.0
+    batch_wait_ms: float = 0.0
     max_batch: int = 64
     max_upload_bytes: int = 16 * 1024 * 1024
     max_pixels: int = 4096 * 4096

@@ -69,8 +69,8 @@ class Snapshot:
             if label.ndim == 0:
                 return self._class_name(int(label))
             return ", ".join(self._class_name(int(c)) for c in np.flatnonzero(label)) or None
-        path = self.paths[row]
-        return Path(path).parent.name or None if path else None
+        folder = os.path.basename(os.path.dirname(self.paths[row]))
+        return folder or None
 
     def _class_name(self, c: int) -> str:
         return self.class_names[c] if 0 <= c < len(self.class_names) else str(c)
