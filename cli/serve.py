@@ -113,6 +113,7 @@ def serve_command(
         device=device,
         gpu=gpu,
     )
+    listener = _listen(host, port)
     service = Service(settings)
     snapshot = service.snapshot
     if snapshot.searcher.alignment.warning():
@@ -125,9 +126,28 @@ def serve_command(
         )
     if not service.has_model:
         click.echo("hashkit: warning: no model: searches by code only (pass --model)", err=True)
+    url_host = f"[{host}]" if ":" in host else host
     click.echo(
         f"serving {index_path} ({snapshot.count} codes, {snapshot.bits} bits) on "
-        f"http://{host}:{port}/",
+        f"http://{url_host}:{listener.getsockname()[1]}/",
         err=True,
     )
-    uvicorn.run(create_app(service), host=host, port=port, access_log=access_log, log_level="info")
+    config = uvicorn.Config(create_app(service), access_log=access_log, log_level="info")
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _listen(host: str, port: int):
+    """A socket bound to (host, port) before anything is loaded, so that a port in use is one
+    clear error line at once (and --port 0 picks a free port)."""
+    import socket
+
+    from hashkit.errors import HashkitError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listener = socket.socket(family, kind, proto)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+    except OSError as exc:
+        raise HashkitError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return listener

@@ -427,3 +427,18 @@ def test_nflip_that_would_probe_too_many_hash_keys_is_refused(tmp_path):
     for nflip in (6, 25):  # 190,051 keys; more flips than hash bits
         with pytest.raises(Unprocessable, match="too many probes"):
             _search_params(SearchOptions(nflip=nflip), snapshot)
+
+
+def test_a_port_in_use_is_one_error_line_and_exit_1(data):
+    import socket
+
+    _, index, _ = data
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(_registered(), ["serve", str(index), "--port", str(port)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"hashkit: error: cannot listen on 127.0.0.1:{port}: " + (
+        "Address already in use"
+    )

@@ -43,7 +43,7 @@ CLIENTS = (1, 4, 16, 64)
 KINDS = ("healthz", "code", "image")
 SETTINGS = {
     "batch, wait 2 ms": ["--batch-wait-ms", "2", "--max-batch", "64"],
-    "batch, no wait": ["--batch-wait-ms", "0", "--max-batch", "64"],
+    "batch, no wait (default)": ["--batch-wait-ms", "0", "--max-batch", "64"],
     "no batching": ["--max-batch", "1"],
 }
 _BATCH = re.compile(rb'"batch_queries":(\d+)')
@@ -259,7 +259,7 @@ def run(args) -> dict:
                     )
                     results.append(row)
                     print(
-                        f"{setting:16s} {kind:8s} {clients:3d} clients: "
+                        f"{setting:24s} {kind:8s} {clients:3d} clients: "
                         f"{row['requests_per_s']:8.1f} req/s  p50 {row['p50_ms']:7.2f}  "
                         f"p99 {row['p99_ms']:7.2f} ms  "
                         f"errors {row['errors']}  batch {row['mean_batch_queries']}  server "
