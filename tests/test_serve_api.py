@@ -316,40 +316,51 @@ def test_stored_images_that_became_symlinks_or_non_images_are_not_served(tmp_pat
             assert b"root:" not in body and json.loads(body)["error"]
 
 
-def test_token_guards_the_api_and_metrics_but_not_health_or_the_page(data):
+@pytest.fixture(scope="module")
+def strict_server(data):
+    """The same index behind a token and a 50 KiB body limit."""
     _, index, _ = data
-    with Server(index, "--reload-interval", "0", env={"HASHKIT_TOKEN": "s3cret"}) as s:
-        for path in ("/api/info", "/metrics", "/api/items/0"):
-            status, headers, body = request(s, "GET", path)
-            assert status == 401 and headers["www-authenticate"] == "Bearer", path
-            assert "bearer token" in json.loads(body)["error"]
-            wrong = {"Authorization": "Bearer nope"}
-            assert request(s, "GET", path, headers=wrong)[0] == 401
-            right = {"Authorization": "Bearer s3cret"}
-            assert request(s, "GET", path, headers=right)[0] == 200
-        status, _ = search_codes(s, {"codes": ["00000000"]})
-        assert status == 401
-        assert request(s, "GET", "/healthz")[0] == 200
-        assert request(s, "GET", "/")[0] == 200
+    args = ("--max-upload-mb", "0.05", "--reload-interval", "0")
+    with Server(index, *args, env={"HASHKIT_TOKEN": "s3cret"}) as s:
+        yield s
 
 
-def test_upload_and_query_count_limits_are_413(data):
-    _, index, _ = data
-    with Server(index, "--max-upload-mb", "0.05", "--reload-interval", "0") as s:
-        big = os.urandom(80 * 1024)
-        status, body = search_images(s, [("big.png", big)])
-        assert status == 413 and "limit" in body["error"]
-        body_bytes, content_type = multipart([("big.png", big)])
+AUTH = {"Authorization": "Bearer s3cret"}
 
-        def chunks():  # no Content-Length: the limit must hold while reading
-            for i in range(0, len(body_bytes), 8192):
-                yield body_bytes[i : i + 8192]
 
-        status, _, out = request(s, "POST", "/api/search", chunks(), {"Content-Type": content_type})
-        assert status == 413 and "limit" in json.loads(out)["error"]
-        status, body = search_codes(s, {"codes": ["00000000"] * 257})
-        assert status == 413 and "257 queries" in body["error"]
-        assert get_json(s, "/healthz")[0] == 200
+def test_token_guards_the_api_and_metrics_but_not_health_or_the_page(strict_server):
+    s = strict_server
+    for path in ("/api/info", "/metrics", "/api/items/0"):
+        status, headers, body = request(s, "GET", path)
+        assert status == 401 and headers["www-authenticate"] == "Bearer", path
+        assert "bearer token" in json.loads(body)["error"]
+        assert request(s, "GET", path, headers={"Authorization": "Bearer nope"})[0] == 401
+        assert request(s, "GET", path, headers={"Authorization": "s3cret"})[0] == 401
+        assert request(s, "GET", path, headers=AUTH)[0] == 200
+    assert search_codes(s, {"codes": ["00000000"]})[0] == 401
+    assert search_codes(s, {"codes": ["00000000"]}, AUTH)[0] == 200
+    assert request(s, "GET", "/healthz")[0] == 200
+    assert request(s, "GET", "/")[0] == 200
+
+
+def test_upload_and_query_count_limits_are_413(strict_server):
+    s = strict_server
+    big = os.urandom(80 * 1024)
+    status, body = search_images(s, [("big.png", big)], headers=AUTH)
+    assert status == 413 and "limit" in body["error"]
+    body_bytes, content_type = multipart([("big.png", big)])
+
+    def chunks():  # no Content-Length: the limit must hold while reading
+        for i in range(0, len(body_bytes), 8192):
+            yield body_bytes[i : i + 8192]
+
+    status, _, out = request(
+        s, "POST", "/api/search", chunks(), {"Content-Type": content_type, **AUTH}
+    )
+    assert status == 413 and "limit" in json.loads(out)["error"]
+    status, body = search_codes(s, {"codes": ["00000000"] * 257}, AUTH)
+    assert status == 413 and "257 queries" in body["error"]
+    assert get_json(s, "/healthz")[0] == 200
 
 
 def test_code_only_service_on_an_hnsw_12_bit_index(tmp_path):

@@ -1,5 +1,6 @@
-"""What the service searches: an index, its code store and the model, loaded together as one
-immutable snapshot, and the one function that decides when to load a new one.
+"""What the service searches: an index and its code store, loaded together as one immutable
+snapshot (the model is loaded once, by the service), and the one function that decides when to
+load a new one.
 
 ``hashkit add`` (and ``build-index``) replace the store, the index and its sidecar by renames.
 The service never reads files in place while answering: it loads a whole new snapshot beside
