@@ -7,13 +7,13 @@ BIN := $(VENV)/bin
 DEMO ?= demo
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test lint clean
+.PHONY: setup data browser demo test lint clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev,milvus]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,milvus,serve]'
 	touch $@
 
 # Fashion-MNIST from Debian's package when it is missing and we may install it.
@@ -28,6 +28,19 @@ data:
 	  exit 1; \
 	fi
 
+# Debian's chromium and its chromedriver for the page's browser test (Selenium uses them as they
+# are; nothing is downloaded at test time).
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+	  echo "chromium and chromedriver: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && apt-get install -y -q chromium chromium-driver; \
+	else \
+	  echo "the browser test needs chromium and chromedriver: run" \
+	       "'sudo apt-get install chromium chromium-driver' (Debian)" >&2; \
+	  exit 1; \
+	fi
+
 demo: setup data
 	$(BIN)/hashkit train --data fashion-mnist --bits 32 --out $(DEMO)/model.pt
 	$(BIN)/hashkit export-images --data fashion-mnist --part query --out $(DEMO)/images
@@ -37,12 +50,13 @@ demo: setup data
 	$(BIN)/hashkit search $(DEMO)/index.faiss $$(find $(DEMO)/images/database -name '*.png' | sort | head -n 1) -k 5
 	$(BIN)/hashkit bench --bits 32 --model $(DEMO)/model.pt --out $(DEMO)/bench
 	@echo "demo done: model $(DEMO)/model.pt, index $(DEMO)/index.faiss, report $(DEMO)/bench/bench.md"
+	@echo "search it in a browser: $(BIN)/hashkit serve $(DEMO)/index.faiss  (then open http://127.0.0.1:8000/)"
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint browser
 	$(BIN)/pytest
 
 clean:

@@ -10,6 +10,7 @@ from hashkit.cli.export_milvus import export_group
 from hashkit.cli.index import build_index_command
 from hashkit.cli.info import info_command
 from hashkit.cli.search import search_command
+from hashkit.cli.serve import serve_command
 from hashkit.cli.train import train_command
 
 COMMANDS: list = [
@@ -19,6 +20,7 @@ COMMANDS: list = [
     add_command,
     compact_command,
     search_command,
+    serve_command,
     info_command,
     bench_command,
     eval_command,

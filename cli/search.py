@@ -55,6 +55,13 @@ def gpu_option(func):
     default=None,
     help="Model bundle  [default: the one the index was built with]",
 )
+@click.option(
+    "--radius",
+    type=click.IntRange(0, MAX_INT),
+    default=None,
+    help="Every hit within this Hamming distance instead of the k nearest (flat, ivf and "
+    "multihash indexes).",
+)
 @click.option("--nprobe", type=click.IntRange(1, MAX_INT), default=None, help="IVF lists to visit.")
 @click.option("--ef-search", type=click.IntRange(1, MAX_INT), default=None, help="HNSW candidates.")
 @click.option(
@@ -87,8 +94,8 @@ def gpu_option(func):
 @gpu_option
 @device_option
 def search_command(
-    index_path, queries, codes_path, k, model, nprobe, ef_search, nflip, as_json, fmt, out_path,
-    milvus_uri, collection, gpu, device,
+    index_path, queries, codes_path, k, model, radius, nprobe, ef_search, nflip, as_json, fmt,
+    out_path, milvus_uri, collection, gpu, device,
 ):  # fmt: skip
     """Find the stored images nearest (in Hamming distance) to each query.
 
@@ -106,6 +113,7 @@ def search_command(
       hashkit search out.faiss a.jpg b.jpg -k 5 --json
       hashkit search out.faiss --codes queries.h5 -k 100 --format csv --out results.csv
       hashkit search --milvus codes.db --collection images query.png   (no INDEX)
+      hashkit search out.faiss query.png --radius 2
     """
     from hashkit.search import Searcher
 
@@ -130,9 +138,10 @@ def search_command(
         if out_path is not None:
             _refuse_overwriting_inputs(out_path, searcher, queries, codes_path, model)
     if codes_path:
-        batches = searcher.search_store(codes_path, k)
+        batches = searcher.search_store(codes_path, k, radius=radius)
     else:
-        batches = [(range(len(queries)), list(queries), searcher.search_images(queries, k))]
+        hits = searcher.search_images(queries, k, radius)
+        batches = [(range(len(queries)), list(queries), hits)]
     if out_path is None:
         with _stdout() as f:
             write_results(f, batches, fmt)

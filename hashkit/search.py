@@ -20,6 +20,7 @@ from hashkit.errors import DataError, HashkitError, ModelError
 from hashkit.index import (
     check_alignment,
     check_compatible,
+    range_search,
     read_snapshot,
     search,
     search_index_for,
@@ -152,6 +153,17 @@ class Searcher:
         # Hamming distances are the same when queries and database share one order.
         return search(self.search_index, convert_bit_order(xq, BIT_ORDER, self.info.bit_order), k)
 
+    def range_search(
+        self, xq: np.ndarray, radius: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored code within Hamming distance ``radius`` of each packed query code:
+        ``lims`` int64 nq+1, ``D`` int32, ``I`` int64 (see hashkit.index.range_search). Runs on
+        the CPU index: FAISS has no range search on a GPU."""
+        xq = check_packed(xq, self.bits, "query codes")
+        return range_search(
+            self.index, convert_bit_order(xq, BIT_ORDER, self.info.bit_order), radius
+        )
+
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Store rows of store ids (any shape); -1 where an id is not in the store."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -174,19 +186,32 @@ class Searcher:
             for drow, irow, rrow in zip(D, I, rows)
         ]
 
-    def search_codes(self, codes: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        """For each packed query code, the k nearest stored items."""
+    def range_hits(self, lims: np.ndarray, D: np.ndarray, I: np.ndarray) -> list[list[Hit]]:
+        """Hit records of a ``range_search`` result, per query."""
+        return [self.hits(D[None, a:b], I[None, a:b])[0] for a, b in zip(lims[:-1], lims[1:])]
+
+    def search_codes(
+        self, codes: np.ndarray, k: int = 10, radius: int | None = None
+    ) -> list[list[Hit]]:
+        """For each packed query code, the k nearest stored items, or with ``radius`` every
+        stored item within that Hamming distance (nearest first)."""
+        if radius is not None:
+            return self.range_hits(*self.range_search(codes, radius))
         return self.hits(*self.search(codes, k))
 
-    def search_images(self, paths: Sequence[str], k: int = 10) -> list[list[Hit]]:
-        """For each query image, the k nearest stored items.
+    def search_images(
+        self, paths: Sequence[str], k: int = 10, radius: int | None = None
+    ) -> list[list[Hit]]:
+        """For each query image, the k nearest stored items (or those within ``radius``).
 
         A query that is itself in the store (same file, same code) is ranked first: among
         codes at distance 0 FAISS's order is arbitrary, and a user looking up a stored image
         expects to see that image on top.
         """
         codes = self.encode_images(paths)
-        results = self.search_codes(codes, k)
+        results = self.search_codes(codes, k, radius)
+        if radius is not None:
+            return results
         for query, code, hits in zip(paths, codes, results):
             row = self._row_of_path().get(str(Path(query).resolve()))
             if row is None:
@@ -207,14 +232,19 @@ class Searcher:
         return self._rows_by_path
 
     def search_store(
-        self, path: str | os.PathLike, k: int = 10, batch_size: int = 10000
+        self,
+        path: str | os.PathLike,
+        k: int = 10,
+        batch_size: int = 10000,
+        radius: int | None = None,
     ) -> Iterator[tuple[np.ndarray, list[str], list[list[Hit]]]]:
         """Batch search with the codes of a code store (``.h5``) or a ``.npy`` array of packed
-        codes as queries; yields ``(query ids int64 n, query paths n, hits)`` per batch."""
+        codes as queries (k nearest, or within ``radius``); yields ``(query ids int64 n, query
+        paths n, hits)`` per batch."""
         for ids, paths, codes in iter_query_codes(
             path, self.bits, self.fingerprint, str(self.index_path), batch_size
         ):
-            yield ids, paths, self.search_codes(codes, k)
+            yield ids, paths, self.search_codes(codes, k, radius)
 
 
 def iter_query_codes(

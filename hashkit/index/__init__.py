@@ -23,6 +23,7 @@ from hashkit.index.append import (
 )
 from hashkit.index.build import (
     INDEX_TYPES,
+    RANGE_SEARCH_TYPES,
     build_index,
     check_factory,
     check_nflip,
@@ -32,6 +33,7 @@ from hashkit.index.build import (
     index_ids,
     index_params,
     index_type_of,
+    range_search,
     search,
     set_search_params,
 )
@@ -68,6 +70,7 @@ from hashkit.index.sidecar import (
 __all__ = [
     "GPU_MAX_K",
     "INDEX_TYPES",
+    "RANGE_SEARCH_TYPES",
     "SIDECAR_FORMAT",
     "AddReport",
     "Alignment",
@@ -100,6 +103,7 @@ __all__ = [
     "load_sidecar",
     "lock_index",
     "prepare_index_files",
+    "range_search",
     "read_index",
     "read_snapshot",
     "search",

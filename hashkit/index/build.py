@@ -23,6 +23,8 @@ from hashkit.errors import DataError, HashkitError, MismatchError
 from hashkit.store import check_ids
 
 INDEX_TYPES = ("flat", "ivf", "hnsw", "multihash")
+# FAISS implements range search for these binary index types (IndexBinaryHNSW has none).
+RANGE_SEARCH_TYPES = ("flat", "ivf", "multihash")
 
 MAX_HNSW_M = 1024  # neighbours per node; beyond this an HNSW graph only costs memory
 MAX_FLIP_PROBES = 1 << 24  # hash buckets probed per query and table; more would never finish
@@ -304,3 +306,32 @@ def search(index, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     xq = np.ascontiguousarray(check_packed(xq, index.d, "query codes"))
     k = max(1, min(k, index.ntotal))
     return index.search(xq, k)
+
+
+def range_search(index, xq: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every code within Hamming distance ``radius`` (inclusive) of each query, as FAISS's
+    range search returns it: ``lims`` int64 nq+1, ``D`` int32 and ``I`` int64 of length
+    ``lims[-1]``; query i's hits are ``D[lims[i]:lims[i+1]]``, ordered by (distance, id).
+
+    A multi-hash index finds only the codes within its ``nflip`` flips of a hash key; IVF only
+    those in the ``nprobe`` lists it visits. Raises HashkitError for types without range search.
+    """
+    xq = np.ascontiguousarray(xq, dtype=np.uint8)
+    if xq.ndim != 2 or xq.shape[1] * 8 != index.d:
+        raise MismatchError(f"query codes of shape {xq.shape} for an index of d={index.d} bits")
+    kind = index_type_of(index)
+    if kind not in RANGE_SEARCH_TYPES:
+        raise HashkitError(
+            f"range search (--radius) needs a {', '.join(RANGE_SEARCH_TYPES)} index; "
+            f"this index is {kind}"
+        )
+    if radius < 0:
+        raise HashkitError(f"radius must be >= 0, got {radius}")
+    # FAISS keeps distances strictly below its radius.
+    lims, D, I = index.range_search(xq, int(radius) + 1)
+    lims = lims.astype(np.int64)
+    D = D.astype(np.int32)
+    for a, b in zip(lims[:-1], lims[1:]):
+        order = np.lexsort((I[a:b], D[a:b]))
+        D[a:b], I[a:b] = D[a:b][order], I[a:b][order]
+    return lims, D, I

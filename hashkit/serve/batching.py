@@ -1,0 +1,301 @@
+"""Micro-batching: queries that arrive together are encoded in one network batch and searched
+in one FAISS call.
+
+Requests put :class:`Job` objects on a queue; one worker thread takes the first job and every
+job queued behind it, waits up to ``wait_s`` for more (0 by default: while one batch runs the
+next one queues), stopping at ``max_batch`` queries, then runs them as one batch:
+every uploaded image through the network at once, then one FAISS search per distinct set of
+search parameters. The worker owns every FAISS call, so setting an index's search parameters
+(nprobe, efSearch, nflip) before a call never races with another request.
+
+Each batch reads the service's current snapshot once and uses it throughout: a reload that
+swaps the snapshot takes effect at the next batch, never inside one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hashkit.errors import HashkitError
+from hashkit.index import set_search_params
+from hashkit.serve.errors import RequestError
+from hashkit.serve.queries import decode_upload
+from hashkit.serve.snapshot import Snapshot
+
+log = logging.getLogger("hashkit.serve")
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """What to search for: the ``k`` nearest, or with ``radius`` every hit within that Hamming
+    distance; None search parameters take the index's defaults (its sidecar)."""
+
+    k: int = 10
+    radius: int | None = None
+    nprobe: int | None = None
+    ef_search: int | None = None
+    nflip: int | None = None
+
+
+@dataclass
+class Job:
+    """One request's queries: packed ``codes`` (n x nbytes uint8), or ``images`` as
+    ``(name, file bytes)`` pairs to decode and encode. ``item_ids``: for queries that are
+    stored items (``/similar``), their ids. ``future`` gets a :class:`Answer` or the error that
+    refused the request."""
+
+    params: SearchParams
+    codes: np.ndarray | None = None
+    images: list[tuple[str, bytes]] | None = None
+    item_ids: list[int] | None = None
+    future: Future = field(default_factory=Future)
+
+    @property
+    def size(self) -> int:
+        return len(self.images) if self.images is not None else len(self.codes)
+
+
+@dataclass
+class Answer:
+    """Per query, its hits as dicts (rank, id, distance, path, label) and whether a range
+    search was cut at the hit limit; the snapshot searched and the queries in its batch."""
+
+    hits: list[list[dict]]
+    truncated: list[bool]
+    snapshot: Snapshot
+    batch_queries: int
+
+
+class Batcher:
+    """The worker thread that batches and runs jobs.
+
+    ``snapshot``: returns the snapshot to search (called once per batch); ``encode``: PIL
+    images to packed codes (None when the service has no model); ``on_batch(n_queries)``:
+    called after each batch, for metrics.
+    """
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        encode: Callable | None,
+        *,
+        max_batch: int = 64,
+        wait_s: float = 0.0,
+        max_pixels: int = 4096 * 4096,
+        max_range_hits: int = 10000,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._snapshot = snapshot
+        self._encode = encode
+        self.max_batch = max_batch
+        self.wait_s = wait_s
+        self.max_pixels = max_pixels
+        self.max_range_hits = max_range_hits
+        self._on_batch = on_batch
+        self._queue: queue.Queue[Job] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="hashkit-batcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def submit(self, job: Job) -> Future:
+        if self._encode is None and job.images is not None:
+            raise RequestError(
+                "this service has no model, so it searches by code only: start it with --model"
+            )
+        self._queue.put(job)
+        return job.future
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            jobs = [first]
+            n = first.size
+            deadline = time.monotonic() + self.wait_s
+            while n < self.max_batch and (job := self._take(deadline)) is not None:
+                jobs.append(job)
+                n += job.size
+            # A running future can no longer be cancelled (by a client that went away), so
+            # every job kept here gets exactly one result.
+            jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+            if not jobs:
+                continue
+            try:
+                self.run(jobs)
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
+                log.exception("search batch failed")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+
+    def _take(self, deadline: float) -> Job | None:
+        """The next job if one arrives before ``deadline`` (or is already queued), else None."""
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining > 0:
+                return self._queue.get(timeout=remaining)
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def run(self, jobs: list[Job]) -> None:
+        """Encode and search ``jobs`` as one batch against one snapshot; resolves each future."""
+        snapshot = self._snapshot()
+        self._encode_images([j for j in jobs if j.images is not None])
+        live = [j for j in jobs if not j.future.done()]
+        groups: dict[SearchParams, list[Job]] = {}
+        for job in live:
+            groups.setdefault(job.params, []).append(job)
+        total = sum(job.size for job in live)
+        for params, group in groups.items():
+            try:
+                xq = np.concatenate([job.codes for job in group])
+                hits, truncated = self._search(snapshot, params, xq)
+            except HashkitError as exc:
+                for job in group:
+                    job.future.set_exception(exc)
+                continue
+            start = 0
+            for job in group:
+                end = start + job.size
+                mine = hits[start:end]
+                if job.item_ids is not None:
+                    for query_hits, item_id in zip(mine, job.item_ids):
+                        _put_first(query_hits, snapshot, item_id, params)
+                elif job.images is not None:
+                    for query_hits, (_, data) in zip(mine, job.images):
+                        _identical_file_first(query_hits, data)
+                job.future.set_result(Answer(mine, truncated[start:end], snapshot, total))
+                start = end
+        if self._on_batch is not None and total:
+            self._on_batch(total)
+
+    def _encode_images(self, jobs: list[Job]) -> None:
+        """Decode every job's images (a job with a bad one fails alone), then encode all the
+        good ones in one forward pass and give each job its codes."""
+        images, owners = [], []
+        for job in jobs:
+            try:
+                decoded = [decode_upload(data, name, self.max_pixels) for name, data in job.images]
+            except HashkitError as exc:
+                job.future.set_exception(exc)
+                continue
+            images.extend(decoded)
+            owners.append(job)
+        if not images:
+            return
+        codes = self._encode(images)
+        start = 0
+        for job in owners:
+            job.codes = codes[start : start + job.size]
+            start += job.size
+
+    def _search(
+        self, snapshot: Snapshot, params: SearchParams, xq: np.ndarray
+    ) -> tuple[list[list[dict]], list[bool]]:
+        searcher = snapshot.searcher
+        defaults = searcher.info.params
+        set_search_params(
+            searcher.index,
+            nprobe=params.nprobe or defaults.get("nprobe"),
+            ef_search=params.ef_search or defaults.get("ef_search"),
+            nflip=defaults.get("nflip") if params.nflip is None else params.nflip,
+        )
+        if params.radius is None:
+            D, I = searcher.search(xq, params.k)
+            lims = np.arange(0, I.size + 1, I.shape[1], dtype=np.int64)
+            D, I = D.ravel(), I.ravel()
+        else:
+            lims, D, I = searcher.range_search(xq, params.radius)
+        rows = searcher.rows_of(I)
+        hits, truncated = [], []
+        for a, b in zip(lims[:-1].tolist(), lims[1:].tolist()):
+            cut = b - a > self.max_range_hits
+            b = min(b, a + self.max_range_hits)
+            hits.append(
+                [
+                    _hit(rank, snapshot, int(i), int(d), int(r))
+                    for rank, (d, i, r) in enumerate(
+                        zip(D[a:b].tolist(), I[a:b].tolist(), rows[a:b].tolist()), start=1
+                    )
+                    if i >= 0
+                ]
+            )
+            truncated.append(cut)
+        return hits, truncated
+
+
+def _put_first(hits: list[dict], snapshot: Snapshot, item_id: int, params: SearchParams) -> None:
+    """Rank the query's own item first: FAISS orders equal distances arbitrarily, and may even
+    leave the item out when more than k codes equal its own."""
+    at = next((i for i, h in enumerate(hits) if h["id"] == item_id), None)
+    if at is not None:
+        hits.insert(0, hits.pop(at))
+    else:
+        row = snapshot.row_of(item_id)
+        if row is None:  # gone from the index since the request looked it up
+            return
+        hits.insert(0, _hit(1, snapshot, item_id, 0, row))
+        if params.radius is None:
+            del hits[params.k :]
+    _rerank(hits)
+
+
+def _identical_file_first(hits: list[dict], data: bytes) -> None:
+    """Rank first the hit at distance 0 whose stored file holds exactly the uploaded bytes, as
+    ``hashkit search`` does for a stored path: a user who uploads a stored image expects it on
+    top, not after other images that share its code."""
+    for i, hit in enumerate(hits):
+        if hit["distance"] > 0:
+            return
+        if _same_bytes(hit["path"], data):
+            if i:
+                hits.insert(0, hits.pop(i))
+                _rerank(hits)
+            return
+
+
+def _same_bytes(path: str, data: bytes) -> bool:
+    try:
+        if not path or os.path.getsize(path) != len(data):
+            return False
+        with open(path, "rb") as f:
+            return f.read(len(data) + 1) == data
+    except OSError:
+        return False
+
+
+def _rerank(hits: list[dict]) -> None:
+    for rank, hit in enumerate(hits, start=1):
+        hit["rank"] = rank
+
+
+def _hit(rank: int, snapshot: Snapshot, item_id: int, distance: int, row: int) -> dict:
+    return {
+        "rank": rank,
+        "id": item_id,
+        "distance": distance,
+        "path": snapshot.paths[row] if row >= 0 else "",
+        "label": snapshot.label_of(row) if row >= 0 else None,
+    }
