@@ -31,6 +31,8 @@ assert code in (0, None), f"exit {code}"
 loaded = sorted(m for m in ("torch", "torchvision") if m in sys.modules)
 assert not loaded, f"imported {loaded}"
 """
+# The same, for a search of an image at the network's input size: torch, but no torchvision.
+NO_TORCHVISION = NO_TORCH.replace('("torch", "torchvision")', '("torchvision",)')
 
 
 def write_store(path, codes, paths=None, labels=None):
@@ -96,7 +98,7 @@ def test_a_stored_query_image_comes_first_among_many_ties(tmp_path, image_folder
     root, _ = image_folder
     model = tmp_path / "m.pt"
     torch.manual_seed(0)
-    config = NetworkConfig(bits=BITS, input_size=8, channels=3, mean=[0.5] * 3, std=[0.5] * 3)
+    config = NetworkConfig(bits=BITS, input_size=16, channels=3, mean=[0.5] * 3, std=[0.5] * 3)
     bundle = Bundle(config, HashNet(config).state_dict(), np.eye(BITS, dtype=np.float32))
     save_bundle(bundle, model)
     query = sorted(root.rglob("*.png"))[5]
@@ -122,3 +124,11 @@ def test_a_stored_query_image_comes_first_among_many_ties(tmp_path, image_folder
     ]
     assert len(hits) == 4 and all(h.id != 1000 + own and h.distance == 0 for h in hits[1:])
     assert all(h.path == paths[h.id - 1000] for h in hits)
+
+    # images already at the input size (16 x 16 here) are searched without torchvision
+    args = ["search", str(tmp_path / "db.faiss"), str(link), "-k", "2"]
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TORCHVISION, *args], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(link) in result.stdout and paths[own] in result.stdout
