@@ -26,7 +26,7 @@ from hashkit.index import (
     search_index_for,
     set_search_params,
 )
-from hashkit.store import CodeStore, read_store
+from hashkit.store import CodeStore, read_store, read_store_paths, rows_with_code
 
 
 @dataclass
@@ -76,8 +76,6 @@ class Searcher:
         self.search_index, self.on_gpu = search_index_for(self.index, gpu)
         self._model_path = Path(model_path) if model_path else self.info.model
         self._bundle = None
-        self._paths: list[str] | None = None
-        self._rows_by_path: dict[str, int] | None = None
         self.device = device
         ids = self.store.ids
         self._order = None if np.all(ids[1:] > ids[:-1]) else np.argsort(ids, kind="stable")
@@ -99,20 +97,22 @@ class Searcher:
         if not self.on_gpu:
             set_search_params(self.index, nprobe=nprobe, ef_search=ef_search, nflip=nflip)
 
-    @property
-    def paths(self) -> list[str]:
-        """The store's paths, read on first use (N str); DataError if the store was replaced
-        by another one since the searcher opened it (its rows would not be these ids')."""
-        if self._paths is None:
-            store = read_store(self.info.store, codes=False)
-            uuid = self.store.attrs.get("uuid", "")
-            if store.attrs.get("uuid", "") != uuid or len(store.paths) < len(self.store.ids):
-                raise DataError(
-                    f"{self.info.store} was replaced while searching {self.index_path}; "
-                    "search again"
-                )
-            self._paths = store.paths
-        return self._paths
+    def paths_of_rows(self, rows: np.ndarray) -> list[str]:
+        """The stored paths of store rows (int, any shape, flattened; -1 gives ""), reading
+        those rows only; DataError if the store was replaced by another one since the
+        searcher opened it (its rows would not be these ids')."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        known = rows >= 0
+        try:
+            found, attrs = read_store_paths(self.info.store, rows[known])
+        except DataError:
+            found, attrs = [], {}
+        if attrs.get("uuid", "") != self.store.attrs.get("uuid", "") or len(found) != known.sum():
+            raise DataError(
+                f"{self.info.store} was replaced while searching {self.index_path}; search again"
+            )
+        it = iter(found)
+        return [next(it) if k else "" for k in known]
 
     @property
     def bundle(self):
@@ -176,14 +176,15 @@ class Searcher:
     def hits(self, D: np.ndarray, I: np.ndarray) -> list[list[Hit]]:
         """Hit records (rank, id, distance, path) of a ``search`` result, per query."""
         rows = self.rows_of(I)
-        paths = self.paths
+        paths = np.empty(rows.shape, dtype=object)
+        paths.reshape(-1)[:] = self.paths_of_rows(np.where(I >= 0, rows, -1))
         return [
             [
-                Hit(rank, int(i), int(d), paths[r] if r >= 0 else "")
-                for rank, (d, i, r) in enumerate(zip(drow, irow, rrow), start=1)
+                Hit(rank, int(i), int(d), p)
+                for rank, (d, i, p) in enumerate(zip(drow, irow, prow), start=1)
                 if i >= 0
             ]
-            for drow, irow, rrow in zip(D, I, rows)
+            for drow, irow, prow in zip(D, I, paths)
         ]
 
     def range_hits(self, lims: np.ndarray, D: np.ndarray, I: np.ndarray) -> list[list[Hit]]:
@@ -213,23 +214,29 @@ class Searcher:
         if radius is not None:
             return results
         for query, code, hits in zip(paths, codes, results):
-            row = self._row_of_path().get(str(Path(query).resolve()))
-            if row is None:
+            own = self._stored_row_of(query, code)
+            if own is None:
                 continue
-            stored = read_store(self.info.store, paths=False, rows=slice(row, row + 1))
-            if not np.array_equal(stored.codes[0], code):
-                continue
-            own_id = int(stored.ids[0])
+            row, own_path = own
+            own_id = int(self.store.ids[row])
             others = [h for h in hits if h.id != own_id][: max(0, k - 1)]
-            hits[:] = [Hit(1, own_id, 0, self.paths[row])] + [
+            hits[:] = [Hit(1, own_id, 0, own_path)] + [
                 Hit(rank, h.id, h.distance, h.path) for rank, h in enumerate(others, start=2)
             ]
         return results
 
-    def _row_of_path(self) -> dict[str, int]:
-        if self._rows_by_path is None:
-            self._rows_by_path = {str(Path(p).resolve()): r for r, p in enumerate(self.paths) if p}
-        return self._rows_by_path
+    def _stored_row_of(self, query: str, code: np.ndarray) -> tuple[int, str] | None:
+        """The store row (and its stored path) holding the query image with the query's code:
+        the last row whose path resolves to the query's file among the rows whose code is
+        ``code``. Only those rows' paths are read and resolved, never the whole store's."""
+        candidates = rows_with_code(self.info.store, code)
+        if not len(candidates):
+            return None
+        target = Path(query).resolve()
+        for row, stored in reversed(list(zip(candidates, self.paths_of_rows(candidates)))):
+            if stored and Path(stored).resolve() == target:
+                return int(row), stored
+        return None
 
     def search_store(
         self,

@@ -712,6 +712,56 @@ def store_count(path: str | os.PathLike) -> int:
     return int(read_store_attrs(path)["datasets"]["codes"][0])
 
 
+def read_store_paths(path: str | os.PathLike, rows) -> tuple[list[str], dict]:
+    """The paths of some rows of a store (int ``n``, any order, repeats allowed) and the
+    store's attributes, without reading the other rows: a search needs the paths of its hits
+    only, and a store may hold millions. ``""`` for a store without paths; DataError for a
+    row outside the store."""
+    path = Path(path)
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    wanted, where = np.unique(rows, return_inverse=True)
+    with _open(path) as f:
+        try:
+            _check_layout(f, path)
+            n = f["codes"].shape[0]
+            if len(wanted) and (wanted[0] < 0 or wanted[-1] >= n):
+                raise DataError(f"{path}: rows {wanted[0]}..{wanted[-1]} are not all in 0..{n - 1}")
+            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            if "paths" not in f or not len(wanted):
+                return [""] * len(rows), attrs
+            ds = f["paths"]
+            lo, hi = int(wanted[0]), int(wanted[-1]) + 1
+            # One contiguous read when the rows are dense in their span (h5py's point
+            # selection costs per row), a selection of just those rows when they are sparse.
+            if hi - lo <= 8 * len(wanted):
+                raw = ds[lo:hi][wanted - lo]
+            else:
+                raw = ds[wanted]
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"{path}: cannot read the code store ({exc})") from None
+    names = [_plain(p) for p in raw]
+    return [names[i] for i in where], attrs
+
+
+def rows_with_code(path: str | os.PathLike, code: np.ndarray) -> np.ndarray:
+    """The rows (int64, increasing) of a store whose code equals ``code`` (packed uint8,
+    FAISS's bit order), scanning the codes a chunk at a time: no paths are read."""
+    path = Path(path)
+    code = np.asarray(code, dtype=np.uint8)
+    found = []
+    with _open(path) as f:
+        try:
+            _, order = _check_layout(f, path)
+            ds = f["codes"]
+            target = convert_bit_order(code[None], BIT_ORDER, order)[0]
+            for start in range(0, ds.shape[0], _CHUNK_ROWS):
+                block = ds[start : start + _CHUNK_ROWS]
+                found.append(start + np.flatnonzero((block == target).all(axis=1)))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"{path}: cannot read the code store ({exc})") from None
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
 def describe_store(path: str | os.PathLike) -> dict:
     """What ``hashkit info`` shows about a code store: bits, count, labels, model, file size."""
     path = Path(path)

@@ -142,7 +142,8 @@ def test_ids_stay_aligned_after_several_adds(indexed):
         own = set(i[d == 0].tolist())
         assert store.ids[row] in own
     hits = searcher.search_codes(store.codes[-1:], 1)
-    assert searcher.paths[searcher.rows_of(np.array([hits[0][0].id]))[0]].startswith("/")
+    row = searcher.rows_of(np.array([hits[0][0].id]))
+    assert searcher.paths_of_rows(row)[0].startswith("/") and hits[0][0].path.startswith("/")
 
 
 def files_of(tmp_path):

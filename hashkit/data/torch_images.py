@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 from PIL import Image
-from torchvision.transforms.v2 import functional as tvf
 
 from hashkit.data.base import Dataset
 from hashkit.data.images import to_8bit
@@ -108,6 +107,10 @@ class ImageTransform:
         size = image.size[::-1] if isinstance(image, Image.Image) else tuple(image.shape[-2:])
         if size == (s, s):
             return image
+        # Imported here: torchvision's import costs seconds (it loads its models and ops),
+        # and images already at the network's size (a search of one such image) need none.
+        from torchvision.transforms.v2 import functional as tvf
+
         image = tvf.resize(image, [s], antialias=True)
         return tvf.center_crop(image, [s, s])
 
