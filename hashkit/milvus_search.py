@@ -159,9 +159,13 @@ class MilvusSearcher:
             for hits in self._search(codes, k, paths=True)
         ]
 
-    def search_images(self, paths: Sequence[str], k: int = 10) -> list[list[Hit]]:
+    def search_images(
+        self, paths: Sequence[str], k: int = 10, radius: int | None = None
+    ) -> list[list[Hit]]:
         """For each query image, the k nearest stored items; a query that is itself in the
-        collection (same path, same code) comes first, as with ``hashkit search INDEX``."""
+        collection (same path, same code) comes first, as with ``hashkit search INDEX``.
+        ``radius`` (range search) is FAISS's only: HashkitError when given."""
+        _refuse_radius(radius)
         codes = self.encode_images(paths)
         results = self.search_codes(codes, k)
         for query, code, hits in zip(paths, codes, results):
@@ -191,10 +195,15 @@ class MilvusSearcher:
         return int(rows[0]["id"]), bytes(code[0] if isinstance(code, list) else code)
 
     def search_store(
-        self, path: str | os.PathLike, k: int = 10, batch_size: int = 10000
+        self,
+        path: str | os.PathLike,
+        k: int = 10,
+        batch_size: int = 10000,
+        radius: int | None = None,
     ) -> Iterator[tuple[np.ndarray, list[str], list[list[Hit]]]]:
         """Batch search with the codes of a code store (``.h5``) or a ``.npy`` array of packed
         codes as queries; yields ``(query ids int64 n, query paths n, hits)`` per batch."""
+        _refuse_radius(radius)
         for ids, query_paths, codes in iter_query_codes(
             path, self.bits, self.fingerprint, self.name, batch_size
         ):
@@ -202,3 +211,8 @@ class MilvusSearcher:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def _refuse_radius(radius: int | None) -> None:
+    if radius is not None:
+        raise HashkitError("--radius (range search) needs a FAISS index; Milvus answers k nearest")

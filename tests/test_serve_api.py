@@ -94,7 +94,7 @@ def test_search_of_several_uploads_answers_each_in_order(data, server):
 def test_search_by_code_equals_hashkit_search_codes(data, server):
     root, index, store = data
     out = cli("search", index, "--codes", root / "index.h5", "-k", "7", "--json", "--no-gpu")
-    expected = [json.loads(line)["results"] for line in out.stdout.splitlines()]
+    expected = [query["results"] for query in json.loads(out.stdout)]
     codes = [c.tobytes().hex() for c in store.codes]
     status, body = search_codes(server, {"codes": codes, "k": 7})
     assert status == 200, body
@@ -121,7 +121,8 @@ def test_radius_search_returns_every_item_within_the_radius_nearest_first(data, 
     assert sorted(h["id"] for h in hits) == sorted(int(i) for i in store.ids[d <= radius])
     assert [h["distance"] for h in hits] == sorted(int(x) for x in d[d <= radius])
     out = cli("search", index, store.paths[0], "--radius", radius, "--json", "--no-gpu")
-    cli_hits = json.loads(out.stdout)["results"]
+    [query] = json.loads(out.stdout)
+    cli_hits = query["results"]
     assert [(h["id"], h["distance"]) for h in cli_hits] == [(h["id"], h["distance"]) for h in hits]
 
 
