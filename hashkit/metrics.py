@@ -18,7 +18,7 @@ per-query counts of items and of relevant items at each distance.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -131,6 +131,42 @@ def mean_average_precision(
             n_threads=n_threads,
         ).mean()
     )
+
+
+def mean_average_precision_scorer(
+    labels_q: np.ndarray,
+    labels_b: np.ndarray,
+    bits: int,
+    top_k: int | None = None,
+    *,
+    n_threads: int | None = None,
+) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``score(xq, xb)``: :func:`mean_average_precision` of packed codes against fixed labels
+    (normaliser "retrieved"), with the labels checked and prepared once.
+
+    For callers that score many code sets of the same items, as the rotation search does
+    (hundreds of candidate rotations). ``xq`` uint8 ``nq x ceil(bits/8)`` and ``xb`` uint8
+    ``nb x ceil(bits/8)``, rows in the order of ``labels_q`` and ``labels_b``.
+    """
+    labels_q, labels_b = np.asarray(labels_q), np.asarray(labels_b)
+    labels = _Labels.build(labels_q, labels_b, len(labels_q), len(labels_b))
+    k = None if top_k is None else _check_k(top_k)
+
+    def score(xq: np.ndarray, xb: np.ndarray) -> float:
+        xq, xb = _as_codes(xq, bits, "query"), _as_codes(xb, bits, "database")
+        _check_not_empty(len(xq), len(xb))
+        if len(xq) != len(labels_q) or len(xb) != len(labels_b):
+            raise MismatchError(
+                f"{len(xq)} x {len(xb)} codes for {len(labels_q)} x {len(labels_b)} labels"
+            )
+        cut = len(xb) if k is None else k
+        stats = _scan_prepared(
+            xq, xb, labels, bits, ks=(cut,), histograms=False, n_threads=n_threads
+        )
+        ap = _ap_from_sums(stats.ap_sum[:, 0], stats.hits[:, 0], stats.relevant, cut, "retrieved")
+        return float(ap.mean())
+
+    return score
 
 
 def precision_at_k(
@@ -301,12 +337,16 @@ class _ScanStats:
 def _scan(xq, xb, labels_q, labels_b, bits, *, ks, histograms, n_threads) -> _ScanStats:
     xq, xb = _as_codes(xq, bits, "query"), _as_codes(xb, bits, "database")
     nq, nb = len(xq), len(xb)
+    _check_not_empty(nq, nb)
+    labels = _Labels.build(labels_q, labels_b, nq, nb)
+    return _scan_prepared(xq, xb, labels, bits, ks=ks, histograms=histograms, n_threads=n_threads)
+
+
+def _check_not_empty(nq: int, nb: int) -> None:
     if nq == 0:
         raise DataError("no query codes")
     if nb == 0:
         raise DataError("no database codes")
-    labels = _Labels.build(labels_q, labels_b, nq, nb)
-    return _scan_prepared(xq, xb, labels, bits, ks=ks, histograms=histograms, n_threads=n_threads)
 
 
 def _scan_prepared(xq, xb, labels: _Labels, bits, *, ks, histograms, n_threads) -> _ScanStats:

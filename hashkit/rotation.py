@@ -83,8 +83,11 @@ def random_search_rotation(
         labels_query, labels_database: int64 N or uint8 N x C multi-hot.
         steps: T, 800 in the paper.
         init: the starting R (identity if None; pass the ITQ rotation to start from it).
+        top_k: the search maximises mAP@top_k; None: mAP over the whole database for single
+            labels, the protocol's mAP@k for multi-hot labels
+            (:func:`hashkit.metrics.protocol_top_k`, 5,000).
     """
-    from hashkit.metrics import mean_average_precision
+    from hashkit import metrics
 
     hq = np.asarray(h_query, dtype=np.float64)
     hb = np.asarray(h_database, dtype=np.float64)
@@ -94,15 +97,15 @@ def random_search_rotation(
     rng = np.random.default_rng(seed)
     r = np.eye(m) if init is None else np.asarray(init, dtype=np.float64)
 
+    if top_k is None and np.ndim(labels_database) == 2:
+        top_k = metrics.protocol_top_k(labels_database)
+    # Labels are prepared once; each candidate costs its codes and one counting scan.
+    score_codes = metrics.mean_average_precision_scorer(
+        labels_query, labels_database, m, top_k=top_k
+    )
+
     def score(rot: np.ndarray) -> float:
-        return mean_average_precision(
-            sign_codes(hq @ rot.T),
-            sign_codes(hb @ rot.T),
-            labels_query,
-            labels_database,
-            m,
-            top_k=top_k,
-        )
+        return score_codes(sign_codes(hq @ rot.T), sign_codes(hb @ rot.T))
 
     best = initial = score(r)
     history = [best]

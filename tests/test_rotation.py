@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from hashkit.codes import sign_codes
+from hashkit import metrics
+from hashkit.codes import hamming_distances, sign_codes
 from hashkit.metrics import mean_average_precision
 from hashkit.rotation import itq_rotation, plane_rotation, random_search_rotation
 
@@ -52,3 +53,59 @@ def test_random_search_never_lowers_training_map_and_returns_a_rotation():
     assert measured == pytest.approx(result.final_map, abs=1e-6)
     if result.accepted:
         assert result.final_map > result.initial_map
+
+
+def sorting_map_scorer(labels_q, labels_b, bits, top_k=None, **_):
+    """The obvious exact scorer: sort every query's database by (distance, index), sum P@i."""
+    labels_q, labels_b = np.asarray(labels_q), np.asarray(labels_b)
+
+    def relevant(a, b):
+        return bool(np.any((a > 0) & (b > 0))) if np.ndim(a) else a == b
+
+    def score(xq, xb):
+        dist = hamming_distances(xq, xb)
+        k = len(xb) if top_k is None else top_k
+        aps = []
+        for q in range(len(xq)):
+            order = sorted(range(len(xb)), key=lambda j: (dist[q, j], j))[:k]
+            hits, total = 0, 0.0
+            for i, j in enumerate(order, start=1):
+                if relevant(labels_q[q], labels_b[j]):
+                    hits += 1
+                    total += hits / i
+            aps.append(total / hits if hits else 0.0)
+        return float(np.mean(aps))
+
+    return score
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_search_accepts_the_same_steps_as_a_sorting_scorer(monkeypatch, seed):
+    h, y = clustered_embeddings(n_per_class=12, classes=3, bits=12, seed=seed)
+    hq, hb, yq, yb = h[::3], np.delete(h, np.s_[::3], 0), y[::3], np.delete(y, np.s_[::3])
+    fast = random_search_rotation(hq, hb, yq, yb, steps=40, seed=seed)
+    monkeypatch.setattr(metrics, "mean_average_precision_scorer", sorting_map_scorer)
+    reference = random_search_rotation(hq, hb, yq, yb, steps=40, seed=seed)
+    assert reference.accepted > 0
+    assert fast.accepted == reference.accepted
+    accepted_steps = np.flatnonzero(np.diff(fast.history))
+    assert np.array_equal(accepted_steps, np.flatnonzero(np.diff(reference.history)))
+    assert fast.history == pytest.approx(reference.history, rel=1e-12)
+    assert np.array_equal(fast.rotation, reference.rotation)
+
+
+def test_random_search_scores_multi_hot_labels_by_the_protocols_map_at_k(monkeypatch):
+    seen = []
+
+    def spy(labels_q, labels_b, bits, top_k=None, **kwargs):
+        seen.append(top_k)
+        return real(labels_q, labels_b, bits, top_k, **kwargs)
+
+    real = metrics.mean_average_precision_scorer
+    monkeypatch.setattr(metrics, "mean_average_precision_scorer", spy)
+    h, y = clustered_embeddings(n_per_class=10, classes=3, bits=8)
+    multi_hot = np.eye(3, dtype=np.uint8)[y]
+    random_search_rotation(h[:9], h[9:], y[:9], y[9:], steps=2)
+    random_search_rotation(h[:9], h[9:], multi_hot[:9], multi_hot[9:], steps=2)
+    random_search_rotation(h[:9], h[9:], multi_hot[:9], multi_hot[9:], steps=2, top_k=7)
+    assert seen == [None, metrics.protocol_top_k(multi_hot), 7]
