@@ -50,21 +50,23 @@ def _popcount(typingctx, x):
 
 @njit(nogil=True, cache=True)
 def bit_planes(codes: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Bit-sliced database: uint64 ``len(positions) x ceil(N / 64)``, bit ``j % 64`` of word
+    """Bit-sliced codes: uint64 ``len(positions) x ceil(N / 64)``, bit ``j % 64`` of word
     ``[p, j // 64]`` is bit ``positions[p]`` (byte ``pos // 8``, bit ``pos % 8``) of code ``j``.
 
-    ``codes``: uint8 ``N x nbytes``. Words past ``N`` are zero.
+    ``codes``: uint8 ``N x nbytes``. Bits past ``N`` are zero.
     """
     n = codes.shape[0]
     npl = positions.shape[0]
-    planes = np.zeros((npl, (n + 63) >> 6), np.uint64)
-    for j in range(n):
-        b = j >> 6
-        shift = np.uint64(j & 63)
-        for p in range(npl):
-            pos = positions[p]
-            bit = np.uint64((codes[j, pos >> 3] >> (pos & 7)) & 1)
-            planes[p, b] |= bit << shift
+    nblk = (n + 63) >> 6
+    planes = np.zeros((npl, nblk), np.uint64)
+    for p in range(npl):
+        column = codes[:, positions[p] >> 3]
+        shift = positions[p] & 7
+        for b in range(nblk):
+            word = _ZERO
+            for i in range(min(64, n - 64 * b)):
+                word |= np.uint64((column[64 * b + i] >> shift) & 1) << np.uint64(i)
+            planes[p, b] = word
     return planes
 
 
