@@ -32,6 +32,9 @@ NORMALISERS = ("retrieved", "min")
 # Query blocks per worker thread of a scan: enough to even out uneven blocks, few enough that
 # the kernel's per-call set-up (scratch arrays of a few words per database item) stays small.
 _BLOCKS_PER_THREAD = 4
+# Query x database pairs below which one more thread costs more than it saves (starting a
+# thread is worth about a million pairs of the kernel's work).
+_PAIRS_PER_THREAD = 1 << 21
 
 _EULER_GAMMA = 0.57721566490153286060651209
 
@@ -399,7 +402,7 @@ def _scan_prepared(xq, xb, labels: _Labels, bits, *, ks, histograms, n_threads) 
             r[rows],
         )
 
-    threads = _n_threads(n_threads, nq)
+    threads = _n_threads(n_threads, min(nq, max(1, nq * nb // _PAIRS_PER_THREAD)))
     n_blocks = min(nq, threads * _BLOCKS_PER_THREAD) if threads > 1 else 1
     edges = np.linspace(0, nq, n_blocks + 1).round().astype(int)
     blocks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]

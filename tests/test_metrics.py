@@ -192,6 +192,7 @@ def test_padding_bits_set_are_refused_not_read_out_of_range():
 def test_map_is_the_same_for_every_block_size_and_thread_count(monkeypatch):
     xq, xb, lq, lb = make_data(3, 23, 70, 6)
     expected = slow_map(xq, xb, lq, lb, 6, 10)
+    monkeypatch.setattr(metrics, "_PAIRS_PER_THREAD", 1)  # threads even for this tiny case
     for blocks_per_thread in (1, 3, 100):
         monkeypatch.setattr(metrics, "_BLOCKS_PER_THREAD", blocks_per_thread)
         for threads in (1, 3):
