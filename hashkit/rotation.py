@@ -46,10 +46,18 @@ def plane_rotation(m: int, angle: float, rng: np.random.Generator) -> np.ndarray
     Only the first two rows of Q matter: G = I + U (rot - I) U^T with U the random
     orthonormal ``m x 2`` basis of the plane that G turns.
     """
+    u, turn = plane_rotation_factors(m, angle, rng)
+    return np.eye(m) + u @ turn @ u.T
+
+
+def plane_rotation_factors(
+    m: int, angle: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The factors of :func:`plane_rotation` (same random draws): ``U`` (float64 ``m x 2``,
+    orthonormal) and ``T = rot(angle) - I`` (``2 x 2``), with ``G = I + U T U^T``."""
     u, _ = np.linalg.qr(rng.standard_normal((m, 2)))
     c, s = np.cos(angle), np.sin(angle)
-    turn = np.array([[c - 1.0, -s], [s, c - 1.0]])
-    return np.eye(m) + u @ turn @ u.T
+    return u, np.array([[c - 1.0, -s], [s, c - 1.0]])
 
 
 @dataclass
@@ -104,10 +112,10 @@ def random_search_rotation(
         labels_query, labels_database, m, top_k=top_k
     )
 
-    def score(rot: np.ndarray) -> float:
-        return score_codes(sign_codes(hq @ rot.T), sign_codes(hb @ rot.T))
-
-    best = initial = score(r)
+    # A candidate R G differs from R by a rank-2 term, so its projections H (R G)^T are the
+    # current ones H R^T plus (H U) T^T (R U)^T: O(N m) per candidate, not a full product.
+    vq, vb = hq @ r.T, hb @ r.T
+    best = initial = score_codes(sign_codes(vq), sign_codes(vb))
     history = [best]
     accepted = 0
     iterator = range(steps)
@@ -116,10 +124,13 @@ def random_search_rotation(
     for t in iterator:
         step = 1.0 - t / steps
         angle = step if rng.random() < 0.5 else -step
-        candidate = r @ plane_rotation(m, angle, rng)
-        value = score(candidate)
+        u, turn = plane_rotation_factors(m, angle, rng)
+        candidate = r @ (np.eye(m) + u @ turn @ u.T)
+        right = turn.T @ (r @ u).T
+        value = score_codes(sign_codes(vq + (hq @ u) @ right), sign_codes(vb + (hb @ u) @ right))
         if value > best:
             r, best = candidate, value
+            vq, vb = hq @ r.T, hb @ r.T
             accepted += 1
         history.append(best)
     # Re-orthogonalise: products of many rotations drift by float rounding.

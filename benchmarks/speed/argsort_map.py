@@ -1,9 +1,10 @@
-"""The exact mAP evaluator hashkit had before the counting kernel (hashkit 0.x up to the
-commit that added hashkit/ranking.py), kept verbatim as the side-by-side baseline of
-benchmarks/speed: blocks of queries, uint8 Hamming distances, numpy's stable radix argsort of
-each distance row, sums over the relevant items in ranked order, threads over blocks.
+"""The exact mAP evaluator and the rotation search as hashkit had them before the counting
+kernel (up to the commit before hashkit/ranking.py), kept verbatim as the side-by-side
+baseline of benchmarks/speed: blocks of queries, uint8 Hamming distances, numpy's stable
+radix argsort of each distance row, sums over the relevant items in ranked order, threads
+over blocks; the search computes each candidate's codes as sgn(H (R G)^T).
 
-Only what ``mean_average_precision`` needs is kept (no histograms).
+Only what ``mean_average_precision`` and the search need is kept (no histograms).
 """
 
 from __future__ import annotations
@@ -30,6 +31,38 @@ def mean_average_precision(xq, xb, labels_q, labels_b, bits, top_k=None, n_threa
 def mean_average_precision_scorer(labels_q, labels_b, bits, top_k=None, **_):
     """The same, shaped like hashkit.metrics.mean_average_precision_scorer (no preparation)."""
     return lambda xq, xb: mean_average_precision(xq, xb, labels_q, labels_b, bits, top_k)
+
+
+def random_search_rotation(h_query, h_database, labels_query, labels_database, *, steps, seed):
+    """The search loop as it was, with the evaluator above: returns (history, accepted, the
+    final R before re-orthogonalisation)."""
+    from hashkit.codes import sign_codes
+    from hashkit.rotation import plane_rotation
+
+    hq = np.asarray(h_query, dtype=np.float64)
+    hb = np.asarray(h_database, dtype=np.float64)
+    m = hq.shape[1]
+    rng = np.random.default_rng(seed)
+    r = np.eye(m)
+
+    def score(rot):
+        return mean_average_precision(
+            sign_codes(hq @ rot.T), sign_codes(hb @ rot.T), labels_query, labels_database, m
+        )
+
+    best = score(r)
+    history = [best]
+    accepted = 0
+    for t in range(steps):
+        step = 1.0 - t / steps
+        angle = step if rng.random() < 0.5 else -step
+        candidate = r @ plane_rotation(m, angle, rng)
+        value = score(candidate)
+        if value > best:
+            r, best = candidate, value
+            accepted += 1
+        history.append(best)
+    return history, accepted, r
 
 
 _BLOCK_PAIRS = 1 << 19

@@ -10,12 +10,14 @@ are as spread as the synthetic codes of the evaluator benchmark (almost all dist
 ties in distance): the hardest case for a counting kernel, with nothing to deduplicate.
 
 1. Per candidate: ``--candidates`` rotations R G (G a random plane rotation, as the search
-   draws them), each scored by both scorers in alternating order: codes sgn(H R^T) and exact
-   mAP over the whole database, ties by database order. Wall and CPU seconds of each, and the
-   largest difference between the two mAPs.
-2. The whole search, fixed seed, ``--steps`` steps: once with hashkit's scorer, once with the
-   old one swapped in; the accepted steps, the history of the best mAP and the final rotation
-   must be identical.
+   draws them, R a random rotation), each scored both ways in alternating order, as each
+   search scores it: the candidate's codes (old: sgn(H (R G)^T); new: the current
+   projections H R^T plus a rank-2 term) and their exact mAP over the whole database, ties by
+   database order (old: argsort_map.py; new: hashkit's counting kernel). Wall and CPU
+   seconds of each, and the largest difference between the two mAPs.
+2. The whole search, fixed seed, ``--steps`` steps: hashkit's ``random_search_rotation``
+   against the old loop with the old evaluator (argsort_map.random_search_rotation); the
+   accepted steps, the history of the best mAP and the final rotation must be identical.
 
 Writes rotation_speed.json, rotation_speed.md and rotation_speed.png into ``--out``.
 """
@@ -39,7 +41,11 @@ import argsort_map  # noqa: E402  (the old evaluator, kept here as the baseline)
 
 from hashkit import metrics  # noqa: E402
 from hashkit.codes import sign_codes  # noqa: E402
-from hashkit.rotation import plane_rotation, random_search_rotation  # noqa: E402
+from hashkit.rotation import (  # noqa: E402
+    plane_rotation,
+    plane_rotation_factors,
+    random_search_rotation,
+)
 
 
 def embeddings(rng, n, bits, centres, noise):
@@ -57,36 +63,47 @@ def timed(fn):
 
 def per_candidate(hq, hb, lq, lb, bits, n, seed):
     new = metrics.mean_average_precision_scorer(lq, lb, bits)
-    old = argsort_map.mean_average_precision_scorer(lq, lb, bits)
     rng = np.random.default_rng(seed)
     hq64, hb64 = hq.astype(np.float64), hb.astype(np.float64)
+    r = plane_rotation(bits, 1.0, rng) @ plane_rotation(bits, 1.0, rng)
+    vq, vb = hq64 @ r.T, hb64 @ r.T  # the new search keeps these for its current R
 
-    def score_with(scorer, rot):
-        return scorer(sign_codes(hq64 @ rot.T), sign_codes(hb64 @ rot.T))
+    def old_score(u, turn):
+        rot = r @ (np.eye(bits) + u @ turn @ u.T)
+        return argsort_map.mean_average_precision(
+            sign_codes(hq64 @ rot.T), sign_codes(hb64 @ rot.T), lq, lb, bits
+        )
 
-    score_with(new, np.eye(bits))  # loads (or compiles) the kernel once, untimed
+    def new_score(u, turn):
+        right = turn.T @ (r @ u).T
+        return new(sign_codes(vq + (hq64 @ u) @ right), sign_codes(vb + (hb64 @ u) @ right))
+
+    new_score(*plane_rotation_factors(bits, 0.5, rng))  # loads (or compiles) the kernel
     rows = []
     for i in range(n):
-        rot = plane_rotation(bits, rng.uniform(-1, 1), rng)
-        order = (("old", old), ("new", new)) if i % 2 == 0 else (("new", new), ("old", old))
+        factors = plane_rotation_factors(bits, rng.uniform(-1, 1), rng)
+        order = (("old", old_score), ("new", new_score))
         row = {}
-        for name, scorer in order:
-            value, wall, cpu = timed(lambda s=scorer, r=rot: score_with(s, r))
+        for name, score in order if i % 2 == 0 else order[::-1]:
+            value, wall, cpu = timed(lambda s=score, f=factors: s(*f))
             row[name] = {"map": value, "wall_s": wall, "cpu_s": cpu}
         rows.append(row)
     return rows
 
 
-def search(hq, hb, lq, lb, steps, seed, scorer_factory):
-    saved = metrics.mean_average_precision_scorer
-    metrics.mean_average_precision_scorer = scorer_factory
-    try:
-        result, wall, cpu = timed(
-            lambda: random_search_rotation(hq, hb, lq, lb, steps=steps, seed=seed)
-        )
-    finally:
-        metrics.mean_average_precision_scorer = saved
-    return result, wall, cpu
+def search_new(hq, hb, lq, lb, steps, seed):
+    result, wall, cpu = timed(
+        lambda: random_search_rotation(hq, hb, lq, lb, steps=steps, seed=seed)
+    )
+    return result.history, result.accepted, result.rotation, wall, cpu
+
+
+def search_old(hq, hb, lq, lb, steps, seed):
+    (history, accepted, r), wall, cpu = timed(
+        lambda: argsort_map.random_search_rotation(hq, hb, lq, lb, steps=steps, seed=seed)
+    )
+    u, _, vt = np.linalg.svd(r)  # as hashkit returns it
+    return history, accepted, (u @ vt).astype(np.float32), wall, cpu
 
 
 def summary(values):
@@ -122,12 +139,12 @@ def main() -> None:
     started = time.perf_counter()
     rows = per_candidate(hq, hb, lq, lb, args.bits, args.candidates, args.seed + 1)
     print(f"per candidate: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    new_search, new_wall, new_cpu = search(
-        hq, hb, lq, lb, args.steps, args.seed, metrics.mean_average_precision_scorer
+    new_history, new_accepted, new_rotation, new_wall, new_cpu = search_new(
+        hq, hb, lq, lb, args.steps, args.seed
     )
     print(f"new search: {new_wall:.0f} s", file=sys.stderr, flush=True)
-    old_search, old_wall, old_cpu = search(
-        hq, hb, lq, lb, args.steps, args.seed, argsort_map.mean_average_precision_scorer
+    old_history, old_accepted, old_rotation, old_wall, old_cpu = search_old(
+        hq, hb, lq, lb, args.steps, args.seed
     )
     print(f"old search: {old_wall:.0f} s", file=sys.stderr, flush=True)
 
@@ -136,8 +153,8 @@ def main() -> None:
     old_cpu_s = [r["old"]["cpu_s"] for r in rows]
     new_cpu_s = [r["new"]["cpu_s"] for r in rows]
     ratios = np.array(old_wall_s) / np.array(new_wall_s)
-    accepted_new = np.flatnonzero(np.diff(new_search.history)).tolist()
-    accepted_old = np.flatnonzero(np.diff(old_search.history)).tolist()
+    accepted_new = np.flatnonzero(np.diff(new_history)).tolist()
+    accepted_old = np.flatnonzero(np.diff(old_history)).tolist()
     result = {
         "command": command,
         "machine": {
@@ -154,7 +171,7 @@ def main() -> None:
             "bits": args.bits,
             "classes": args.classes,
             "distinct_database_codes": distinct,
-            "initial_map": new_search.initial_map,
+            "initial_map": new_history[0],
         },
         "per_candidate": {
             "candidates": args.candidates,
@@ -178,17 +195,17 @@ def main() -> None:
             "new_cpu_s": new_cpu,
             "old_cpu_s": old_cpu,
             "speedup_wall": old_wall / new_wall,
-            "accepted_new": new_search.accepted,
-            "accepted_old": old_search.accepted,
+            "accepted_new": new_accepted,
+            "accepted_old": old_accepted,
             "same_accepted_steps": accepted_new == accepted_old,
             "max_abs_history_difference": float(
-                np.max(np.abs(np.array(new_search.history) - np.array(old_search.history)))
+                np.max(np.abs(np.array(new_history) - np.array(old_history)))
             ),
-            "same_final_rotation": bool(np.array_equal(new_search.rotation, old_search.rotation)),
-            "initial_map": new_search.initial_map,
-            "final_map": new_search.final_map,
-            "history_new": new_search.history,
-            "history_old": old_search.history,
+            "same_final_rotation": bool(np.array_equal(new_rotation, old_rotation)),
+            "initial_map": new_history[0],
+            "final_map": new_history[-1],
+            "history_new": new_history,
+            "history_old": old_history,
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -216,11 +233,13 @@ def markdown(r: dict) -> str:
             f"({d['distinct_database_codes']:,} distinct database codes; mAP of sgn(h) "
             f"{d['initial_map']:.4f}).",
             "",
-            "Score = codes sgn(H R^T) of queries and database, then exact mAP over the whole "
-            "database, ties by database order. Old: the evaluator hashkit had before "
-            "(argsort_map.py: stable argsort of each query's uint8 distance row, threads over "
-            "query blocks). New: `hashkit.metrics.mean_average_precision_scorer` (labels "
-            "prepared once, counting kernel `hashkit.ranking`, threads over query blocks).",
+            "Score of a candidate R G = its codes for queries and database, then their exact "
+            "mAP over the whole database, ties by database order. Old (argsort_map.py, the "
+            "code hashkit had): codes sgn(H (R G)^T), stable argsort of each query's uint8 "
+            "distance row, threads over query blocks. New (hashkit.rotation + "
+            "hashkit.metrics.mean_average_precision_scorer): codes from the current "
+            "projections H R^T plus a rank-2 term, labels prepared once, the counting kernel "
+            "`hashkit.ranking`, threads over query blocks.",
             "",
             f"## Per candidate ({p['candidates']} candidates, alternating order)",
             "",
