@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from hashkit.codes import sign_codes
 from hashkit.config import ROTATIONS  # noqa: F401  (re-exported)
@@ -115,6 +116,7 @@ def random_search_rotation(
     # A candidate R G differs from R by a rank-2 term, so its projections H (R G)^T are the
     # current ones H R^T plus (H U) T^T (R U)^T: O(N m) per candidate, not a full product.
     vq, vb = hq @ r.T, hb @ r.T
+    turned_q, turned_b = np.empty_like(vq), np.empty_like(vb)
     best = initial = score_codes(sign_codes(vq), sign_codes(vb))
     history = [best]
     accepted = 0
@@ -127,7 +129,9 @@ def random_search_rotation(
         u, turn = plane_rotation_factors(m, angle, rng)
         candidate = r @ (np.eye(m) + u @ turn @ u.T)
         right = turn.T @ (r @ u).T
-        value = score_codes(sign_codes(vq + (hq @ u) @ right), sign_codes(vb + (hb @ u) @ right))
+        _turned_projections(hq, vq, u, right, turned_q)
+        _turned_projections(hb, vb, u, right, turned_b)
+        value = score_codes(sign_codes(turned_q), sign_codes(turned_b))
         if value > best:
             r, best = candidate, value
             vq, vb = hq @ r.T, hb @ r.T
@@ -136,3 +140,18 @@ def random_search_rotation(
     # Re-orthogonalise: products of many rotations drift by float rounding.
     u, _, vt = np.linalg.svd(r)
     return RandomSearchResult((u @ vt).astype(np.float32), initial, best, accepted, history)
+
+
+@njit(nogil=True, cache=True)
+def _turned_projections(h, v, u, right, out):
+    """``out = v + (h @ u) @ right`` (float64 ``N x m``; ``u`` ``m x 2``, ``right`` ``2 x m``)
+    in one pass over the rows: no temporaries, and none of the BLAS threads that products this
+    thin start for nothing."""
+    for i in range(h.shape[0]):
+        a0 = 0.0
+        a1 = 0.0
+        for k in range(h.shape[1]):
+            a0 += h[i, k] * u[k, 0]
+            a1 += h[i, k] * u[k, 1]
+        for k in range(h.shape[1]):
+            out[i, k] = v[i, k] + a0 * right[0, k] + a1 * right[1, k]

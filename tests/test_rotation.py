@@ -5,6 +5,7 @@ from hashkit import metrics
 from hashkit.codes import hamming_distances, sign_codes
 from hashkit.metrics import mean_average_precision
 from hashkit.rotation import (
+    _turned_projections,
     itq_rotation,
     plane_rotation,
     plane_rotation_factors,
@@ -126,7 +127,8 @@ def test_candidate_codes_from_a_rank_two_update_equal_the_direct_product():
     for angle in (1.0, -0.3, 1e-3):
         u, turn = plane_rotation_factors(16, angle, rng)
         g = np.eye(16) + u @ turn @ u.T
-        updated = h @ r.T + (h @ u) @ (turn.T @ (r @ u).T)
+        updated = np.empty((500, 16))
+        _turned_projections(h, h @ r.T, u, turn.T @ (r @ u).T, updated)
         assert np.allclose(updated, h @ (r @ g).T, rtol=0, atol=1e-13)
         assert np.array_equal(sign_codes(updated), sign_codes(h @ (r @ g).T))
 

@@ -42,6 +42,7 @@ import argsort_map  # noqa: E402  (the old evaluator, kept here as the baseline)
 from hashkit import metrics  # noqa: E402
 from hashkit.codes import sign_codes  # noqa: E402
 from hashkit.rotation import (  # noqa: E402
+    _turned_projections,
     plane_rotation,
     plane_rotation_factors,
     random_search_rotation,
@@ -74,9 +75,13 @@ def per_candidate(hq, hb, lq, lb, bits, n, seed):
             sign_codes(hq64 @ rot.T), sign_codes(hb64 @ rot.T), lq, lb, bits
         )
 
-    def new_score(u, turn):
+    turned_q, turned_b = np.empty_like(vq), np.empty_like(vb)
+
+    def new_score(u, turn):  # as hashkit.rotation.random_search_rotation scores a candidate
         right = turn.T @ (r @ u).T
-        return new(sign_codes(vq + (hq64 @ u) @ right), sign_codes(vb + (hb64 @ u) @ right))
+        _turned_projections(hq64, vq, u, right, turned_q)
+        _turned_projections(hb64, vb, u, right, turned_b)
+        return new(sign_codes(turned_q), sign_codes(turned_b))
 
     new_score(*plane_rotation_factors(bits, 0.5, rng))  # loads (or compiles) the kernel
     rows = []
