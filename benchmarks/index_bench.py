@@ -12,6 +12,8 @@ with 3% of its bits flipped), at 32 and 64 bits and 10^4..10^7 database codes:
 - images/s encoding a folder of PNG files with the small CNN, 1 and 2 DataLoader workers.
 
 Writes index_bench.json, index_bench.md, index_qps_vs_size.png, index_recall_vs_qps.png.
+Every throughput is the median of 5 timed runs after one warm-up, with its min-max spread
+(hashkit.bench.time_search). Without --model32/--model64, uniform codes only (no encoding).
 
     OMP_WAIT_POLICY=PASSIVE nice -n 5 python benchmarks/index_bench.py \\
         --model32 m32.pt --model64 m64.pt --out benchmarks/results
@@ -40,6 +42,9 @@ from hashkit.search import Searcher
 from hashkit.store import CodeStore, read_store_attrs, write_store
 
 K = 10
+# Each throughput figure: one warm-up search, then 5 timed runs of at least this long each
+# (hashkit.bench.time_search); the median is reported with its min-max spread.
+MIN_SECONDS = 0.1
 POPCOUNT_C = r"""
 #include <stdint.h>
 #include <stdio.h>
@@ -123,10 +128,15 @@ def measure(xb, xq, bits, threads, quick) -> dict:
     t = time.perf_counter()
     flat = build_index(xb, ids, bits, "flat")
     row["flat_build_s"] = time.perf_counter() - t
-    qps1, D_ref, I_ref = time_search(flat, xq, K, 1, 0.3)
-    qps_all, _, _ = time_search(flat, xq, K, threads, 0.3)
-    row["flat"] = {"qps_1_thread": qps1, "qps_all_threads": qps_all}
-    row["flat"]["codes_per_s_per_thread"] = qps1 * n
+    t1, D_ref, I_ref = time_search(flat, xq, K, 1, MIN_SECONDS)
+    t_all, _, _ = time_search(flat, xq, K, threads, MIN_SECONDS)
+    row["flat"] = {
+        "qps_1_thread": t1["qps"],
+        "qps_1_thread_range": [t1["qps_min"], t1["qps_max"]],
+        "qps_all_threads": t_all["qps"],
+        "qps_all_threads_range": [t_all["qps_min"], t_all["qps_max"]],
+    }
+    row["flat"]["codes_per_s_per_thread"] = t1["qps"] * n
     del flat
     nlist = default_nlist(n)
     t = time.perf_counter()
@@ -136,9 +146,9 @@ def measure(xb, xq, bits, threads, quick) -> dict:
         if nprobe > nlist:
             break
         ivf.nprobe = nprobe
-        qps, D, I = time_search(ivf, xq, K, threads, 0.3)
+        t, D, I = time_search(ivf, xq, K, threads, MIN_SECONDS)
         row["ivf"]["sweep"].append(
-            {"nprobe": nprobe, "qps": qps, **recall_at(D_ref, D, I_ref, I, K)}
+            {"nprobe": nprobe, **_rate(t), **recall_at(D_ref, D, I_ref, I, K)}
         )
     del ivf
     if n <= (10**5 if quick else 10**6):
@@ -148,9 +158,9 @@ def measure(xb, xq, bits, threads, quick) -> dict:
         inner = faiss.downcast_IndexBinary(hnsw.index)
         for ef in (16, 64, 256):
             inner.hnsw.efSearch = ef
-            qps, D, I = time_search(hnsw, xq, K, threads, 0.3)
+            t, D, I = time_search(hnsw, xq, K, threads, MIN_SECONDS)
             row["hnsw"]["sweep"].append(
-                {"ef_search": ef, "qps": qps, **recall_at(D_ref, D, I_ref, I, K)}
+                {"ef_search": ef, **_rate(t), **recall_at(D_ref, D, I_ref, I, K)}
             )
         del hnsw
     t = time.perf_counter()
@@ -164,16 +174,23 @@ def measure(xb, xq, bits, threads, quick) -> dict:
     }
     for nflip in (0, 1, 2):
         inner.nflip = nflip
-        qps, D, I = time_search(mh, xq, K, threads, 0.3)
+        t, D, I = time_search(mh, xq, K, threads, MIN_SECONDS)
         row["multihash"]["sweep"].append(
-            {"nflip": nflip, "qps": qps, **recall_at(D_ref, D, I_ref, I, K)}
+            {"nflip": nflip, **_rate(t), **recall_at(D_ref, D, I_ref, I, K)}
         )
     return row
 
 
+def _rate(timing: dict) -> dict:
+    """A time_search result as a sweep row's fields: the median and its spread."""
+    return {"qps": timing["qps"], "qps_range": [timing["qps_min"], timing["qps_max"]]}
+
+
 def overhead(xb, xq, bits, threads, reps=7) -> dict:
     """Median seconds of faiss index.search vs hashkit Searcher.search (same index object
-    type, loaded from disk with its store) on one batch, and of Searcher.hits on top."""
+    type, loaded from disk with its store) on one batch, and of Searcher.hits on top: one
+    untimed warm-up of each, then ``reps`` alternating timed runs (median, and the spread of
+    the per-run overhead)."""
     with tempfile.TemporaryDirectory() as tmp:
         ids = np.arange(len(xb), dtype=np.int64)
         store = Path(tmp) / "s.h5"
@@ -190,6 +207,8 @@ def overhead(xb, xq, bits, threads, reps=7) -> dict:
         searcher = Searcher(Path(tmp) / "i.faiss", gpu=False)
         plain = faiss.read_index_binary(str(Path(tmp) / "i.faiss"))
         faiss.omp_set_num_threads(threads)
+        plain.search(xq, K)
+        searcher.hits(*searcher.search(xq, K))
         t_faiss, t_hashkit, t_hits = [], [], []
         for _ in range(reps):
             t = time.perf_counter()
@@ -202,17 +221,24 @@ def overhead(xb, xq, bits, threads, reps=7) -> dict:
             searcher.hits(D, I)
             t_hits.append(time.perf_counter() - t)
     f, h, c = (float(np.median(x)) for x in (t_faiss, t_hashkit, t_hits))
+    per_run = np.array(t_hashkit) / np.array(t_faiss) - 1
     return {
         "n": len(xb),
         "nq": len(xq),
+        "reps": reps,
         "faiss_s": f,
+        "faiss_s_range": [min(t_faiss), max(t_faiss)],
         "hashkit_s": h,
+        "hashkit_s_range": [min(t_hashkit), max(t_hashkit)],
         "overhead": h / f - 1,
+        "overhead_range": [float(per_run.min()), float(per_run.max())],
         "hits_conversion_s": c,
     }
 
 
-def encode_speed(model: str, n_images: int) -> dict:
+def encode_speed(model: str, n_images: int, reps: int = 3) -> dict:
+    """Images/s encoding a folder of PNG files, 1 and 2 DataLoader workers: one untimed
+    warm-up pass over a few images, then ``reps`` timed passes (median and range)."""
     from PIL import Image
 
     from hashkit.bundle import load_bundle
@@ -227,16 +253,21 @@ def encode_speed(model: str, n_images: int) -> dict:
             Image.fromarray(image).save(Path(tmp) / f"{i:06d}.png")
         paths = find_images(tmp)
         for workers in (1, 2):
-            t = time.perf_counter()
-            n = sum(len(c) for _, c in iter_file_codes(bundle, paths, num_workers=workers))
-            out[f"images_per_s_{workers}_workers"] = n / (time.perf_counter() - t)
+            sum(len(c) for _, c in iter_file_codes(bundle, paths[:256], num_workers=workers))
+            rates = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                n = sum(len(c) for _, c in iter_file_codes(bundle, paths, num_workers=workers))
+                rates.append(n / (time.perf_counter() - t))
+            out[f"images_per_s_{workers}_workers"] = float(np.median(rates))
+            out[f"images_per_s_{workers}_workers_range"] = [min(rates), max(rates)]
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model32", required=True)
-    parser.add_argument("--model64", required=True)
+    parser.add_argument("--model32", help="32-bit bundle; without both models, uniform codes only")
+    parser.add_argument("--model64", help="64-bit bundle")
     parser.add_argument("--sizes", default="10000,100000,1000000,10000000")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--encode-images", type=int, default=3000)
@@ -269,9 +300,10 @@ def main() -> None:
         "popcount_bound": popcount_bound(),
         "runs": [],
     }
+    with_models = bool(args.model32 and args.model64)
     for bits, model in ((32, args.model32), (64, args.model64)):
-        real = real_codes(model)
-        for data in ("uniform", "fashion-mnist"):
+        real = real_codes(model) if with_models else None
+        for data in ("uniform", "fashion-mnist") if with_models else ("uniform",):
             if data == "uniform":
                 xq = pack_codes(rng.random((1000, bits)) > 0.5)
                 pool = None
@@ -288,11 +320,12 @@ def main() -> None:
                 print(f"{data} {bits} bits n={n}", file=sys.stderr, flush=True)
                 row = measure(xb, xq[:nq], bits, threads, args.quick)
                 result["runs"].append({"data": data, "bits": bits, "nq": nq, **row})
-                if data == "uniform" and bits == 32 and n == 10**6:
+                if data == "uniform" and bits == 32 and n == max(sizes):
                     result["overhead"] = overhead(xb, xq[:1000], bits, threads)
                 del xb
                 write_results(result, Path(args.out), started, final=False)
-    result["encoding"] = encode_speed(args.model32, args.encode_images)
+    if with_models:
+        result["encoding"] = encode_speed(args.model32, args.encode_images)
     write_results(result, Path(args.out), started, final=True)
 
 
@@ -352,8 +385,8 @@ def markdown(r: dict) -> str:
     for run in r["runs"]:
         f = run["flat"]
         lines.append(
-            f"| {run['data']} | {run['bits']} | {run['n']:,} | {f['qps_1_thread']:,.0f} | "
-            f"{f['qps_all_threads']:,.0f} | {f['codes_per_s_per_thread']:.3g} | "
+            f"| {run['data']} | {run['bits']} | {run['n']:,} | {_spread(f, 'qps_1_thread')} | "
+            f"{_spread(f, 'qps_all_threads')} | {f['codes_per_s_per_thread']:.3g} | "
             f"{f['codes_per_s_per_thread'] / pc['codes_per_s_per_thread']:.0%} |"
         )
     lines += [
@@ -376,7 +409,7 @@ def markdown(r: dict) -> str:
             for s in block["sweep"]:
                 lines.append(
                     f"| {run['data']} | {run['bits']} | {run['n']:,} | {kind} | {extra}{key}="
-                    f"{s[key]} | {s['qps']:,.0f} | {s['recall']:.3f} | {s['id_recall']:.3f} | "
+                    f"{s[key]} | {_spread(s, 'qps')} | {s['recall']:.3f} | {s['id_recall']:.3f} | "
                     f"{block['build_s']:.1f} |"
                 )
     o = r.get("overhead")
@@ -386,23 +419,44 @@ def markdown(r: dict) -> str:
             "## hashkit's search path vs faiss directly",
             "",
             f"Flat index of {o['n']:,} uniform 32-bit codes, one batch of {o['nq']} queries, "
-            f"median of 7: faiss `index.search` {o['faiss_s'] * 1e3:.1f} ms, hashkit "
-            f"`Searcher.search` {o['hashkit_s'] * 1e3:.1f} ms: overhead {o['overhead']:+.1%} "
-            f"(target < 5%). Turning the result into Hit records with paths "
+            f"one warm-up then median of {o.get('reps', 7)} alternating runs: faiss "
+            f"`index.search` {o['faiss_s'] * 1e3:.1f} ms, hashkit `Searcher.search` "
+            f"{o['hashkit_s'] * 1e3:.1f} ms: overhead {o['overhead']:+.1%}"
+            + (
+                f" (per run {o['overhead_range'][0]:+.1%} to {o['overhead_range'][1]:+.1%})"
+                if "overhead_range" in o
+                else ""
+            )
+            + " (target < 5%). Turning the result into Hit records with paths "
             f"(`Searcher.hits`) adds {o['hits_conversion_s'] * 1e3:.1f} ms.",
         ]
-    e = r["encoding"]
+    e = r.get("encoding")
+    if e:
+        lines += [
+            "",
+            "## Encoding a folder of PNG files (small CNN, 32 bits, CPU)",
+            "",
+            f"{e['images']} Fashion-MNIST PNGs (28x28): "
+            f"{_spread(e, 'images_per_s_1_workers')} images/s with 1 DataLoader worker, "
+            f"{_spread(e, 'images_per_s_2_workers')} with 2 (decode + forward).",
+        ]
     lines += [
         "",
-        "## Encoding a folder of PNG files (small CNN, 32 bits, CPU)",
-        "",
-        f"{e['images']} Fashion-MNIST PNGs (28x28): "
-        f"{e['images_per_s_1_workers']:,.0f} images/s with 1 DataLoader worker, "
-        f"{e['images_per_s_2_workers']:,.0f} with 2 (decode + forward).",
+        "Throughputs: median (min-max) of 5 timed runs after one warm-up, each run at least "
+        f"{MIN_SECONDS} s of whole searches (hashkit.bench.time_search); results recorded "
+        "before this method have a single figure.",
         "",
         "Plots: index_qps_vs_size.png, index_recall_vs_qps.png.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _spread(row: dict, key: str) -> str:
+    """``median (min-max)``, or the single figure of results recorded without a spread."""
+    spread = row.get(f"{key}_range")
+    if not spread:
+        return f"{row[key]:,.0f}"
+    return f"{row[key]:,.0f} ({spread[0]:,.0f}-{spread[1]:,.0f})"
 
 
 def plots(r: dict, out: Path) -> None:
@@ -411,8 +465,15 @@ def plots(r: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    combos = [(d, b) for b in (32, 64) for d in ("uniform", "fashion-mnist")]
+    combos = [
+        (d, b)
+        for b in (32, 64)
+        for d in ("uniform", "fashion-mnist")
+        if any(x["data"] == d and x["bits"] == b for x in r["runs"])
+    ]
     fig, axes = plt.subplots(2, 2, figsize=(10, 8), sharey=True)
+    for ax in axes.flat[len(combos) :]:
+        ax.set_visible(False)
     for ax, (data, bits) in zip(axes.flat, combos):
         runs = [x for x in r["runs"] if x["data"] == data and x["bits"] == bits]
         ns = [x["n"] for x in runs]
@@ -434,6 +495,8 @@ def plots(r: dict, out: Path) -> None:
     fig.savefig(out / "index_qps_vs_size.png", dpi=110)
     plt.close(fig)
     fig, axes = plt.subplots(2, 2, figsize=(10, 8), sharey=True)
+    for ax in axes.flat[len(combos) :]:
+        ax.set_visible(False)
     for ax, (data, bits) in zip(axes.flat, combos):
         runs = [x for x in r["runs"] if x["data"] == data and x["bits"] == bits]
         run = max((x for x in runs if "hnsw" in x), key=lambda x: x["n"], default=runs[-1])

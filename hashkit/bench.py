@@ -25,25 +25,46 @@ NPROBES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def time_search(
-    index, xq: np.ndarray, k: int, threads: int, min_seconds: float = 0.5
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """Queries per second of ``index.search(xq, k)`` with ``threads`` OpenMP threads (repeated
-    until ``min_seconds`` have passed), and the last result ``(D, I)``."""
+    index,
+    xq: np.ndarray,
+    k: int,
+    threads: int,
+    min_seconds: float = 0.05,
+    *,
+    repeats: int = 5,
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Queries per second of ``index.search(xq, k)`` with ``threads`` OpenMP threads.
+
+    One untimed warm-up search (first-touch of the index, thread start-up), then ``repeats``
+    timed measurements, each of as many whole searches as fit in ``min_seconds`` (at least
+    one). Returns ``({"qps": median, "qps_min": ..., "qps_max": ..., "repeats": repeats},
+    D, I)`` with ``D, I`` the result of the last search.
+    """
     import faiss
 
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
     try:
-        runs, start = 0, time.perf_counter()
-        while True:
-            D, I = index.search(xq, k)
-            runs += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds:
-                break
+        D, I = index.search(xq, k)
+        rates = []
+        for _ in range(repeats):
+            runs, start = 0, time.perf_counter()
+            while True:
+                D, I = index.search(xq, k)
+                runs += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_seconds:
+                    break
+            rates.append(runs * len(xq) / elapsed)
     finally:
         faiss.omp_set_num_threads(before)
-    return runs * len(xq) / elapsed, D, I
+    timing = {
+        "qps": float(np.median(rates)),
+        "qps_min": float(min(rates)),
+        "qps_max": float(max(rates)),
+        "repeats": repeats,
+    }
+    return timing, D, I
 
 
 def recall_at(D_ref: np.ndarray, D: np.ndarray, I_ref: np.ndarray, I: np.ndarray, k: int) -> dict:
@@ -98,10 +119,10 @@ def run_benchmark(
     )
     threads = faiss.omp_get_max_threads()
     flat = build_index(xb, np.arange(len(xb)), bits, "flat")
-    qps1, D_ref, I_ref = time_search(flat, xq, k, 1)
-    qps_all, _, _ = time_search(flat, xq, k, threads)
+    t1, D_ref, I_ref = time_search(flat, xq, k, 1)
+    t_all, _, _ = time_search(flat, xq, k, threads)
     flat_gpu, on_gpu = search_index_for(flat, gpu)
-    qps_gpu = time_search(flat_gpu, xq, k, threads)[0] if on_gpu else None
+    t_gpu = time_search(flat_gpu, xq, k, threads)[0] if on_gpu else None
     nlist = nlist or default_nlist(len(xb))
     ivf = build_index(xb, np.arange(len(xb)), bits, "ivf", nlist=nlist)
     sweep = []
@@ -109,8 +130,15 @@ def run_benchmark(
         if nprobe > nlist:
             break
         ivf.nprobe = nprobe
-        qps_ivf, D, I = time_search(ivf, xq, k, threads)
-        sweep.append({"nprobe": nprobe, "qps": qps_ivf, **recall_at(D_ref, D, I_ref, I, k)})
+        t_ivf, D, I = time_search(ivf, xq, k, threads)
+        sweep.append(
+            {
+                "nprobe": nprobe,
+                "qps": t_ivf["qps"],
+                "qps_range": [t_ivf["qps_min"], t_ivf["qps_max"]],
+                **recall_at(D_ref, D, I_ref, I, k),
+            }
+        )
     return {
         "hashkit_version": __version__,
         "model_fingerprint": bundle.fingerprint,
@@ -127,11 +155,15 @@ def run_benchmark(
         "map_without_rotation": sign_only["map"],
         "code_statistics": code_statistics(xb, bits),
         "flat": {
-            "qps_1_thread": qps1,
-            "qps_all_threads": qps_all,
-            "qps_gpu": qps_gpu,
+            "qps_1_thread": t1["qps"],
+            "qps_1_thread_range": [t1["qps_min"], t1["qps_max"]],
+            "qps_all_threads": t_all["qps"],
+            "qps_all_threads_range": [t_all["qps_min"], t_all["qps_max"]],
+            "qps_gpu": t_gpu["qps"] if t_gpu else None,
+            "qps_gpu_range": [t_gpu["qps_min"], t_gpu["qps_max"]] if t_gpu else None,
             "threads": threads,
             "k": k,
+            "timing": f"median of {t1['repeats']} timed runs after one warm-up search",
         },
         "ivf": {"nlist": nlist, "k": k, "sweep": sweep},
         "machine": {
@@ -155,6 +187,7 @@ def benchmark_markdown(result: dict, command: str = "") -> str:
     if command:
         lines += ["", f"Made with: `{command}`"]
     stats = result["code_statistics"]
+    flat = result["flat"]
     lines += [
         "",
         "| metric | value |",
@@ -168,22 +201,31 @@ def benchmark_markdown(result: dict, command: str = "") -> str:
         f"| mean abs bit correlation | {stats['bit_correlation']:.4f} |",
         f"| distinct codes in the database | {stats['distinct_codes']} |",
         "",
-        "| index | queries/s | recall@{k} (ties counted) | id recall@{k} |".format(
-            k=result["flat"]["k"]
-        ),
+        f"| index | queries/s, median (min-max) | recall@{flat['k']} (ties counted) | "
+        f"id recall@{flat['k']} |",
         "|---|---|---|---|",
-        f"| flat, 1 thread | {result['flat']['qps_1_thread']:,.0f} | 1.000 | 1.000 |",
-        f"| flat, {result['flat']['threads']} threads | "
-        f"{result['flat']['qps_all_threads']:,.0f} | 1.000 | 1.000 |",
+        f"| flat, 1 thread | {_qps(flat, 'qps_1_thread')} | 1.000 | 1.000 |",
+        f"| flat, {flat['threads']} threads | {_qps(flat, 'qps_all_threads')} | 1.000 | 1.000 |",
     ]
-    if result["flat"].get("qps_gpu"):
-        lines.append(f"| flat, GPU | {result['flat']['qps_gpu']:,.0f} | 1.000 | 1.000 |")
+    if flat.get("qps_gpu"):
+        lines.append(f"| flat, GPU | {_qps(flat, 'qps_gpu')} | 1.000 | 1.000 |")
     for row in result["ivf"]["sweep"]:
         lines.append(
             f"| ivf nlist={result['ivf']['nlist']} nprobe={row['nprobe']} | "
-            f"{row['qps']:,.0f} | {row['recall']:.3f} | {row['id_recall']:.3f} |"
+            f"{_qps(row, 'qps')} | {row['recall']:.3f} | {row['id_recall']:.3f} |"
         )
+    if flat.get("timing"):
+        lines += ["", f"Queries/s: {flat['timing']}."]
     return "\n".join(lines) + "\n"
+
+
+def _qps(row: dict, key: str) -> str:
+    """``median (min-max)`` of a throughput; results written before the spread was recorded
+    have the median only."""
+    spread = row.get("qps_range" if key == "qps" else f"{key}_range")
+    if not spread:
+        return f"{row[key]:,.0f}"
+    return f"{row[key]:,.0f} ({spread[0]:,.0f}-{spread[1]:,.0f})"
 
 
 def plot_benchmark(result: dict, path: str | os.PathLike) -> None:

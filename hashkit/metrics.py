@@ -14,19 +14,19 @@ zero padding bits (:func:`hashkit.codes.check_packed`), labels normalised by
 :func:`hashkit.labels.normalize_label_pair`, integer ``k`` in ``1..MAX_K``. Bad input raises
 a HashkitError; nothing is cast silently.
 
-How it is fast and exact: a Hamming distance takes only ``bits + 1`` values, so the ranking is
-a stable counting sort of one byte per item (numpy's radix argsort of uint8), run on blocks of
-queries in threads (numpy releases the GIL). Everything after the sort touches only the
-relevant items: their ranks come from one ``flatnonzero`` and the sums are float64.
-Tie-aware AP and the radius metrics need no sort at all, only per-query counts of items and
-of relevant items at each distance.
+How it is fast and exact: a Hamming distance takes only ``bits + 1`` values, so no sort is
+needed. :mod:`hashkit.ranking` (a numba kernel) counts, per query, the items at each distance
+block by block on bit-sliced codes, and from those counts reads off the exact rank of every
+relevant item (ties by database order); AP, P@k and R@k need nothing else. Query blocks run
+in threads (the kernel releases the GIL). Tie-aware AP and the radius metrics use the same
+per-query counts of items and of relevant items at each distance.
 """
 
 from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -41,8 +41,12 @@ NORMALISERS = ("retrieved", "min")
 # The largest k a metric takes: any k >= the database size ranks the whole database.
 MAX_K = 2**31 - 1
 
-# Pairs (query x database item) per block, about 20 bytes each: small enough for the cache.
-_BLOCK_PAIRS = 1 << 19
+# Query blocks per worker thread of a scan: enough to even out uneven blocks, few enough that
+# the kernel's per-call set-up (scratch arrays of a few words per database item) stays small.
+_BLOCKS_PER_THREAD = 4
+# Query x database pairs below which one more thread costs more than it saves (starting a
+# thread is worth about a million pairs of the kernel's work).
+_PAIRS_PER_THREAD = 1 << 21
 
 _EULER_GAMMA = 0.57721566490153286060651209
 
@@ -58,8 +62,10 @@ def hamming_distance_matrix(xq: np.ndarray, xb: np.ndarray, bits: int) -> np.nda
 def relevance_matrix(labels_q: np.ndarray, labels_b: np.ndarray) -> np.ndarray:
     """Relevance ``nq x nb`` (bool): same label, or at least one shared label for multi-hot."""
     labels_q, labels_b = normalize_label_pair(labels_q, labels_b)
-    labels = _Labels.build(labels_q, labels_b, len(labels_q), len(labels_b))
-    return labels.relevance(np.arange(len(labels_q)))
+    _Labels.build(labels_q, labels_b, len(labels_q), len(labels_b))
+    if labels_q.ndim == 2:
+        return ((labels_q != 0).astype(np.float32) @ (labels_b != 0).astype(np.float32).T) > 0
+    return labels_q[:, None] == labels_b[None, :]
 
 
 def average_precision(
@@ -142,6 +148,42 @@ def mean_average_precision(
             n_threads=n_threads,
         ).mean()
     )
+
+
+def mean_average_precision_scorer(
+    labels_q: np.ndarray,
+    labels_b: np.ndarray,
+    bits: int,
+    top_k: int | None = None,
+    *,
+    n_threads: int | None = None,
+) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``score(xq, xb)``: :func:`mean_average_precision` of packed codes against fixed labels
+    (normaliser "retrieved"), with the labels checked and prepared once.
+
+    For callers that score many code sets of the same items, as the rotation search does
+    (hundreds of candidate rotations). ``xq`` uint8 ``nq x ceil(bits/8)`` and ``xb`` uint8
+    ``nb x ceil(bits/8)``, rows in the order of ``labels_q`` and ``labels_b``.
+    """
+    labels_q, labels_b = np.asarray(labels_q), np.asarray(labels_b)
+    labels = _Labels.build(labels_q, labels_b, len(labels_q), len(labels_b))
+    k = None if top_k is None else _check_k(top_k)
+
+    def score(xq: np.ndarray, xb: np.ndarray) -> float:
+        xq, xb = _as_codes(xq, bits, "query"), _as_codes(xb, bits, "database")
+        _check_not_empty(len(xq), len(xb))
+        if len(xq) != len(labels_q) or len(xb) != len(labels_b):
+            raise MismatchError(
+                f"{len(xq)} x {len(xb)} codes for {len(labels_q)} x {len(labels_b)} labels"
+            )
+        cut = len(xb) if k is None else k
+        stats = _scan_prepared(
+            xq, xb, labels, bits, ks=(cut,), histograms=False, n_threads=n_threads
+        )
+        ap = _ap_from_sums(stats.ap_sum[:, 0], stats.hits[:, 0], stats.relevant, cut, "retrieved")
+        return float(ap.mean())
+
+    return score
 
 
 def precision_at_k(
@@ -316,84 +358,89 @@ class _ScanStats:
 def _scan(xq, xb, labels_q, labels_b, bits, *, ks, histograms, n_threads) -> _ScanStats:
     xq, xb = _as_codes(xq, bits, "query"), _as_codes(xb, bits, "database")
     nq, nb = len(xq), len(xb)
+    _check_not_empty(nq, nb)
+    labels = _Labels.build(labels_q, labels_b, nq, nb)
+    return _scan_prepared(xq, xb, labels, bits, ks=ks, histograms=histograms, n_threads=n_threads)
+
+
+def _check_not_empty(nq: int, nb: int) -> None:
     if nq == 0:
         raise DataError("no query codes")
     if nb == 0:
         raise DataError("no database codes")
-    labels = _Labels.build(labels_q, labels_b, nq, nb)
-    words_q, words_b = _words(xq), _words(xb)
-    cut = np.minimum(np.asarray(ks, dtype=np.int64), nb)
-    block = max(1, min(nq, _BLOCK_PAIRS // nb))
-    starts = range(0, nq, block)
 
-    def run(start: int):
-        rows = np.arange(start, min(start + block, nq))
-        d = _distances(words_q[rows], words_b, bits)
-        rel = labels.relevance(rows) if histograms or labels.multi else None
-        out = {}
-        if len(cut):
-            # Stable: ties keep database order. numpy sorts 1- and 2-byte keys by radix.
-            order = np.argsort(d, axis=1, kind="stable")
-            ranked_rel = labels.ranked_relevance(rows, order, rel)
-            del order
-            out["relevant"], out["hits"], out["ap_sum"] = _ranked_sums(ranked_rel, cut)
-        if histograms:
-            out["n"], out["r"] = _histograms(d, rel, bits)
-            out["relevant"] = out["r"].sum(axis=1)
-        return out
 
-    threads = _n_threads(n_threads, len(starts))
-    if threads == 1:
-        parts = [run(s) for s in starts]
-    else:
+def _scan_prepared(xq, xb, labels: _Labels, bits, *, ks, histograms, n_threads) -> _ScanStats:
+    """:func:`_scan` on checked codes and prepared labels (the rotation search prepares the
+    labels once for all its candidates)."""
+    from hashkit import ranking
+
+    nq, nb = len(xq), len(xb)
+    positions = _set_bit_positions(xq, xb)
+    if len(positions) > bits:
+        raise DataError(
+            f"codes have bits set beyond the first {bits} (in the padding of the last byte)"
+        )
+    planes = ranking.bit_planes(xb, positions)
+    qbits = (xq[:, positions >> 3] >> (positions & 7).astype(np.uint8)) & 1
+    qmask = np.uint64(0) - qbits.astype(np.uint64)
+    qwords = _code_words(xq)
+    dbwords = _code_words(xb)
+    if not labels.multi:
+        dbwords = np.ascontiguousarray(dbwords[labels.members])
+    cut, where = np.unique(np.minimum(np.asarray(ks, dtype=np.int64), nb), return_inverse=True)
+    inverse = np.zeros(nb + 1)
+    np.divide(1.0, np.arange(1, nb + 1), out=inverse[1:])
+    width = len(positions) + 1
+    relevant = np.zeros(nq, dtype=np.int64)
+    hits = np.zeros((nq, len(cut)), dtype=np.int64)
+    ap_sum = np.zeros((nq, len(cut)))
+    n = np.zeros((nq, width), dtype=np.int64)
+    r = np.zeros((nq, width), dtype=np.int64)
+
+    def run(rows: slice) -> None:
+        ranking.scan_queries(
+            planes,
+            qmask[rows],
+            qwords[rows],
+            dbwords,
+            labels.multi,
+            labels.query_class[rows],
+            labels.members,
+            labels.class_start,
+            labels.query_words[rows],
+            labels.database_words,
+            cut,
+            histograms,
+            inverse,
+            relevant[rows],
+            hits[rows],
+            ap_sum[rows],
+            n[rows],
+            r[rows],
+        )
+
+    threads = _n_threads(n_threads, min(nq, max(1, nq * nb // _PAIRS_PER_THREAD)))
+    n_blocks = min(nq, threads * _BLOCKS_PER_THREAD) if threads > 1 else 1
+    edges = np.linspace(0, nq, n_blocks + 1).round().astype(int)
+    blocks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+    run(blocks[0])  # the first call compiles or loads the kernel, once, in this thread
+    if len(blocks) > 1:
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            parts = list(pool.map(run, starts))
-
-    def cat(key: str, shape: tuple) -> np.ndarray:
-        if key not in parts[0]:
-            return np.zeros(shape)
-        return np.concatenate([p[key] for p in parts])
-
+            list(pool.map(run, blocks[1:]))
+    if histograms:
+        full = np.zeros((nq, bits + 1), dtype=np.int64)
+        full[:, :width] = n
+        n = full
+    full = np.zeros((nq, bits + 1), dtype=np.int64)
+    full[:, :width] = r
     return _ScanStats(
-        relevant=cat("relevant", (nq,)),
-        hits=cat("hits", (nq, 0)),
-        ap_sum=cat("ap_sum", (nq, 0)),
-        n=cat("n", (nq, 0)) if histograms else None,
-        r=cat("r", (nq, 0)) if histograms else None,
+        relevant=relevant,
+        hits=hits[:, where.ravel()],
+        ap_sum=ap_sum[:, where.ravel()],
+        n=n if histograms else None,
+        r=full if histograms else None,
     )
-
-
-def _ranked_sums(ranked_rel: np.ndarray, cut: np.ndarray):
-    """R, R_k and sum_{i<=k} P(i) rel(i) per row of a block, for each cut-off in ``cut``.
-
-    ``ranked_rel`` bool ``bq x nb``: relevance in ranked order; ``cut`` int64 k's <= nb.
-    Returns int64 ``bq``, int64 ``bq x len(cut)`` and float64 ``bq x len(cut)``.
-    """
-    bq, nb = ranked_rel.shape
-    flat = np.flatnonzero(ranked_rel)  # row * nb + (rank - 1) of each relevant item
-    row = flat // nb
-    rank = flat - row * nb + 1
-    per_row = np.bincount(row, minlength=bq)
-    first = np.zeros(bq + 1, dtype=np.int64)
-    np.cumsum(per_row, out=first[1:])
-    relevant_rank = np.arange(1, len(flat) + 1) - first[row]
-    cumulative = np.zeros(len(flat) + 1)
-    np.cumsum(relevant_rank / rank, out=cumulative[1:])
-    ends = np.searchsorted(flat, np.arange(bq)[:, None] * nb + cut[None, :])
-    hits = ends - first[:-1, None]
-    ap_sum = cumulative[ends] - cumulative[first[:-1, None]]
-    return per_row.astype(np.int64), hits.astype(np.int64), ap_sum
-
-
-def _histograms(d: np.ndarray, rel: np.ndarray, bits: int):
-    """Items and relevant items at each distance 0..bits, int64 ``bq x (bits+1)`` each."""
-    bq = len(d)
-    width = bits + 1
-    key = d.astype(np.intp)
-    key += (np.arange(bq, dtype=np.intp) * width)[:, None]
-    n = np.bincount(key.ravel(), minlength=bq * width).reshape(bq, width)
-    r = np.bincount(key[rel], minlength=bq * width).reshape(bq, width)
-    return n.astype(np.int64), r.astype(np.int64)
 
 
 def _n_threads(n_threads: int | None, n_blocks: int) -> int:
@@ -427,6 +474,22 @@ def _as_codes(codes: np.ndarray, bits: int, what: str) -> np.ndarray:
     return np.ascontiguousarray(codes)
 
 
+def _set_bit_positions(xq: np.ndarray, xb: np.ndarray) -> np.ndarray:
+    """int64 indices ``8 * byte + bit`` of the code bits set in any query or database code:
+    the distances are the same over these alone, whatever order packs the bits."""
+    used = np.bitwise_or.reduce(xq, axis=0) | np.bitwise_or.reduce(xb, axis=0)
+    byte, bit = np.nonzero((used[:, None] >> np.arange(8, dtype=np.uint8)) & 1)
+    return (8 * byte + bit).astype(np.int64)
+
+
+def _code_words(codes: np.ndarray) -> np.ndarray:
+    """Packed codes as uint64 ``N x ceil(nbytes/8)``, zero padded."""
+    nbytes = codes.shape[1]
+    padded = np.zeros((len(codes), -(-nbytes // 8) * 8), dtype=np.uint8)
+    padded[:, :nbytes] = codes
+    return padded.view(np.uint64)
+
+
 def _words(codes: np.ndarray) -> np.ndarray:
     """Packed codes as ``N x w`` unsigned words (the narrowest of 8/16/32/64 bits that fits),
     zero padded: XOR and popcount then touch as few bytes as possible."""
@@ -457,12 +520,17 @@ def _distances(words_q: np.ndarray, words_b: np.ndarray, bits: int) -> np.ndarra
 
 @dataclass
 class _Labels:
-    """Labels prepared for relevance by blocks: single labels as small integer classes,
-    multi-hot as float32 (exact for counts below 2**24) for a matrix product."""
+    """Labels prepared for the scan kernel. Single labels: ``query_class`` (int64 nq) indexes
+    classes whose database members, in database order, are
+    ``members[class_start[c]:class_start[c + 1]]``. Multi-hot: ``query_words`` and
+    ``database_words``, the labels as uint64 bit words (relevant = a shared bit)."""
 
-    query: np.ndarray
-    database: np.ndarray
     multi: bool
+    query_class: np.ndarray
+    members: np.ndarray
+    class_start: np.ndarray
+    query_words: np.ndarray
+    database_words: np.ndarray
 
     @classmethod
     def build(cls, labels_q, labels_b, nq: int, nb: int) -> _Labels:
@@ -478,6 +546,7 @@ class _Labels:
                 f"query labels are {_label_kind(labels_q)} but database labels are "
                 f"{_label_kind(labels_b)}"
             )
+        no_words = np.zeros((nq, 1), dtype=np.uint64)
         if labels_q.ndim == 2:
             if labels_q.shape[1] != labels_b.shape[1]:
                 raise MismatchError(
@@ -485,28 +554,36 @@ class _Labels:
                     f"{labels_b.shape[1]} for the database"
                 )
             return cls(
-                query=(labels_q != 0).astype(np.float32),
-                database=np.ascontiguousarray((labels_b != 0).astype(np.float32).T),
                 multi=True,
+                query_class=np.zeros(nq, dtype=np.int64),
+                members=np.arange(nb, dtype=np.int64),
+                class_start=np.zeros(2, dtype=np.int64),
+                query_words=_code_words(_pack_label_bits(labels_q)),
+                database_words=_code_words(_pack_label_bits(labels_b)),
             )
         classes, inverse = np.unique(np.concatenate([labels_q, labels_b]), return_inverse=True)
-        dtype = np.uint8 if len(classes) <= 256 else np.int32
-        inverse = inverse.astype(dtype)
-        return cls(query=inverse[:nq], database=inverse[nq:], multi=False)
+        inverse = inverse.ravel()
+        database_class = inverse[nq:]
+        members = np.argsort(database_class, kind="stable")
+        class_start = np.searchsorted(database_class[members], np.arange(len(classes) + 1))
+        return cls(
+            multi=False,
+            query_class=inverse[:nq].astype(np.int64),
+            members=members.astype(np.int64),
+            class_start=class_start.astype(np.int64),
+            query_words=no_words,
+            database_words=no_words[:1],
+        )
 
-    def relevance(self, rows: np.ndarray) -> np.ndarray:
-        """bool ``len(rows) x nb``."""
-        if self.multi:
-            return (self.query[rows] @ self.database) > 0
-        return self.database[None, :] == self.query[rows, None]
 
-    def ranked_relevance(self, rows: np.ndarray, order: np.ndarray, rel: np.ndarray | None):
-        """bool ``len(rows) x nb``: relevance of the database items in the order ``order``
-        (intp ``len(rows) x nb``); ``rel`` is this block's relevance if already computed."""
-        if self.multi:
-            return np.take_along_axis(rel, order, axis=1)
-        # Gathering one-byte classes is cheaper than gathering the relevance matrix.
-        return self.database[order] == self.query[rows, None]
+def _pack_label_bits(labels: np.ndarray) -> np.ndarray:
+    """Multi-hot labels N x C as uint8 N x ceil(C/8), bit ``c % 8`` of byte ``c // 8`` set for
+    class ``c``. (Labels, not codes: the layout only has to agree between the two sides.)"""
+    hot = labels != 0
+    weights = (1 << np.arange(8)).astype(np.uint8)
+    padded = np.zeros((len(hot), -(-hot.shape[1] // 8) * 8), dtype=bool)
+    padded[:, : hot.shape[1]] = hot
+    return (padded.reshape(len(hot), -1, 8) * weights).sum(axis=2, dtype=np.uint8)
 
 
 def protocol_top_k(labels: np.ndarray) -> int:

@@ -84,6 +84,8 @@ CASES = [
     (70, 5, 30, True),
     (4, 8, 45, True),
     (16, 6, 55, True),
+    (1, 5, 20, False),
+    (128, 4, 70, False),
 ]
 
 
@@ -105,11 +107,94 @@ def test_map_matches_slow_loops_whole_and_at_k(bits, nq, nb, multi, normaliser):
         assert fast == pytest.approx(slow, rel=1e-12, abs=1e-15), k
 
 
+def slow_per_query(xq, xb, lq, lb, bits):
+    """Ranked relevance of every query (ties by database order) and distance histograms."""
+    dist = slow_distances(xq, xb, bits)
+    ranked = slow_ranked_relevance(xq, xb, lq, lb, bits)
+    n = np.zeros((len(xq), bits + 1), dtype=np.int64)
+    r = np.zeros((len(xq), bits + 1), dtype=np.int64)
+    for q in range(len(xq)):
+        for j in range(len(xb)):
+            n[q, dist[q, j]] += 1
+            r[q, dist[q, j]] += slow_relevant(lq[q], lb[j])
+    return ranked, n, r
+
+
+@pytest.mark.parametrize("bits", [12, 32, 64])
+@pytest.mark.parametrize("multi", [False, True])
+@pytest.mark.parametrize("flip", [0.02, 0.5], ids=["many-ties", "few-ties"])
+def test_counting_kernel_matches_slow_loops_per_query(bits, multi, flip):
+    # 150 items: two full blocks of 64 and a partial one; query 0 has nothing relevant, query
+    # 1 shares its code with database items (distance 0 ties).
+    nb = 150
+    xq, xb, lq, lb = make_data(bits + int(multi), 8, nb, bits, n_classes=5, multi=multi, flip=flip)
+    lq, xq = lq.copy(), xq.copy()
+    lq[0] = 0 if multi else 99
+    xq[1] = xb[17]
+    ranked, n, r = slow_per_query(xq, xb, lq, lb, bits)
+    for k in (1, 5, 64, 149, nb, 3 * nb):
+        for normaliser in ("retrieved", "min"):
+            fast = metrics.average_precision(xq, xb, lq, lb, bits, k, normaliser=normaliser)
+            slow = [slow_ap(rr, k, sum(rr), normaliser) for rr in ranked]
+            assert fast == pytest.approx(slow, rel=1e-12, abs=1e-15), (k, normaliser)
+    assert metrics.average_precision(xq, xb, lq, lb, bits)[0] == 0.0
+    ks = [200, 1, 64, 7, 64, 150]  # unsorted, repeated, beyond the database
+    precision = metrics.precision_at_k(xq, xb, lq, lb, bits, ks)
+    recall = metrics.recall_at_k(xq, xb, lq, lb, bits, ks)
+    for i, k in enumerate(ks):
+        hits = [sum(rr[:k]) for rr in ranked]
+        assert precision[i] == pytest.approx(np.mean([h / min(k, nb) for h in hits]))
+        assert recall[i] == pytest.approx(
+            np.mean([h / sum(rr) if sum(rr) else 0.0 for h, rr in zip(hits, ranked)])
+        )
+    stats = metrics._scan(xq, xb, lq, lb, bits, ks=(), histograms=True, n_threads=2)
+    assert np.array_equal(stats.n, n)
+    assert np.array_equal(stats.r, r)
+    assert np.array_equal(stats.relevant, r.sum(axis=1))
+
+
+def test_codes_with_constant_bits_and_a_one_item_database():
+    # Bits that are zero in every code drop out of the bit-sliced scan: distances unchanged.
+    rng = np.random.default_rng(12)
+    signs = rng.random((30, 32)) < 0.5
+    signs[:, ::3] = False
+    xq, xb = pack_codes(signs[:6]), pack_codes(signs[6:])
+    lq, lb = rng.integers(0, 3, 6), rng.integers(0, 3, 24)
+    assert metrics.mean_average_precision(xq, xb, lq, lb, 32) == pytest.approx(
+        slow_map(xq, xb, lq, lb, 32), rel=1e-12
+    )
+    one = metrics.average_precision(xq, xb[:1], lq, lb[:1], 32)
+    assert np.array_equal(one, (lq == lb[0]).astype(float))
+
+
+def test_scorer_with_prepared_labels_equals_mean_average_precision():
+    for multi, top_k in ((False, None), (False, 9), (True, None), (True, 20)):
+        xq, xb, lq, lb = make_data(13, 11, 90, 24, multi=multi)
+        score = metrics.mean_average_precision_scorer(lq, lb, 24, top_k)
+        for seed in (0, 1):
+            flips = np.random.default_rng(seed).random((101, 24)) < 0.1
+            yq = xq ^ pack_codes(flips[:11])
+            yb = xb ^ pack_codes(flips[11:])
+            expected = metrics.mean_average_precision(yq, yb, lq, lb, 24, top_k)
+            assert score(yq, yb) == expected
+    with pytest.raises(MismatchError):
+        score(xq[:3], xb)
+
+
+def test_padding_bits_set_are_refused_not_read_out_of_range():
+    xq, xb, lq, lb = make_data(14, 3, 20, 12)
+    dirty = xb.copy()
+    dirty[:, -1] |= 0xFF  # all four padding bits of the 12-bit codes, in either bit order
+    with pytest.raises(HashkitError):
+        metrics.mean_average_precision(xq, dirty, lq, lb, 12)
+
+
 def test_map_is_the_same_for_every_block_size_and_thread_count(monkeypatch):
     xq, xb, lq, lb = make_data(3, 23, 70, 6)
     expected = slow_map(xq, xb, lq, lb, 6, 10)
-    for block_pairs in (1, 70, 200, 10_000):
-        monkeypatch.setattr(metrics, "_BLOCK_PAIRS", block_pairs)
+    monkeypatch.setattr(metrics, "_PAIRS_PER_THREAD", 1)  # threads even for this tiny case
+    for blocks_per_thread in (1, 3, 100):
+        monkeypatch.setattr(metrics, "_BLOCKS_PER_THREAD", blocks_per_thread)
         for threads in (1, 3):
             got = metrics.mean_average_precision(xq, xb, lq, lb, 6, 10, n_threads=threads)
             assert got == pytest.approx(expected, rel=1e-12)
