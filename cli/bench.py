@@ -15,7 +15,7 @@ from hashkit.cli.options import (
     load_data,
     quiet_option,
 )
-from hashkit.cli.progress import progress_factory
+from hashkit.cli.progress import log_lines, progress_factory
 from hashkit.cli.search import gpu_option
 from hashkit.config import TrainConfig
 
@@ -23,7 +23,7 @@ from hashkit.config import TrainConfig
 @click.command("bench")
 @click.option(
     "--bits",
-    type=click.IntRange(1, 1024),
+    type=click.IntRange(2, 1024),
     default=32,
     show_default=True,
     help="Code length of the model trained when no --model is given.",
@@ -92,7 +92,7 @@ def bench_command(
     from hashkit.bundle import load_bundle, save_bundle
     from hashkit.train import train
 
-    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    say = log_lines(quiet)
     progress = progress_factory(quiet)
     if model is not None:
         bundle = load_bundle(model)

@@ -25,3 +25,11 @@ def warn_unreadable(skipped: list) -> None:
     pairs, as EncodeReport.skipped does."""
     if skipped:
         click.echo(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0][1]}", err=True)
+
+
+def log_lines(quiet: bool = False):
+    """A ``log`` callback for hashkit library functions: each message on its own stderr line,
+    written with tqdm.write so that it does not break a bar being drawn; silent with --quiet."""
+    if quiet:
+        return lambda _message: None
+    return lambda message: tqdm.write(message, file=sys.stderr)

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from hashkit.cli.options import data_options, data_source, device_option, load_data, quiet_option
-from hashkit.cli.progress import progress_factory
-from hashkit.config import AUGMENTATIONS, BACKBONES, LOSSES, ROTATIONS, TrainConfig
+from hashkit.cli.progress import log_lines, progress_factory
+from hashkit.config import AUGMENTATIONS, BACKBONES, LOSSES, ROTATION_INITS, ROTATIONS, TrainConfig
 
 _DEFAULT = TrainConfig()
+
+
+def _finite(ctx, param, value):
+    """Refuse NaN and infinity, which pass click.FloatRange (every comparison with NaN is
+    false, and a range open above lets infinity through)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number.")
+    return value
 
 
 @click.command("train")
 @data_options
 @click.option(
     "--bits",
-    type=click.IntRange(1, 1024),
+    type=click.IntRange(2, 1024),
     default=_DEFAULT.bits,
     show_default=True,
     help="Code length.",
@@ -29,7 +39,8 @@ _DEFAULT = TrainConfig()
 )
 @click.option(
     "--alpha",
-    type=float,
+    type=click.FloatRange(min=0),
+    callback=_finite,
     default=_DEFAULT.alpha,
     help="Margin of the margin loss (default 1; the SDSH authors' baseline used 2) or of the "
     "likelihood loss (default 0.5). Ignored by spring.",
@@ -44,7 +55,7 @@ _DEFAULT = TrainConfig()
 @click.option(
     "--init",
     "rotation_init",
-    type=click.Choice(["identity", "itq"]),
+    type=click.Choice(ROTATION_INITS),
     default=_DEFAULT.rotation_init,
     show_default=True,
     help="Start of the random search.",
@@ -72,7 +83,7 @@ _DEFAULT = TrainConfig()
 )
 @click.option(
     "--rotation-seed",
-    type=int,
+    type=click.IntRange(0),
     default=_DEFAULT.rotation_seed,
     help="Seed of the search and of ITQ  [default: --seed]",
 )
@@ -105,12 +116,24 @@ _DEFAULT = TrainConfig()
     type=click.IntRange(2),
     default=_DEFAULT.per_class,
     show_default=True,
-    help="Images of one class in a batch (single-label data).",
+    help="Images of one class in a batch; --batch-size must be a multiple of it (a batch holds "
+    "batch-size / per-class classes). Multi-label images count under their rarest label.",
 )
 @click.option(
-    "--lr", type=float, default=_DEFAULT.lr, show_default=True, help="Adam learning rate."
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    callback=_finite,
+    default=_DEFAULT.lr,
+    show_default=True,
+    help="Adam learning rate.",
 )
-@click.option("--weight-decay", type=float, default=_DEFAULT.weight_decay, show_default=True)
+@click.option(
+    "--weight-decay",
+    type=click.FloatRange(min=0),
+    callback=_finite,
+    default=_DEFAULT.weight_decay,
+    show_default=True,
+)
 @click.option(
     "--augment",
     type=click.Choice(AUGMENTATIONS),
@@ -120,7 +143,11 @@ _DEFAULT = TrainConfig()
 )
 @click.option("--no-augment", is_flag=True, help="Same as --augment none.")
 @click.option(
-    "--seed", type=int, default=_DEFAULT.seed, show_default=True, help="Seed of the training run."
+    "--seed",
+    type=click.IntRange(0),
+    default=_DEFAULT.seed,
+    show_default=True,
+    help="Seed of the training run.",
 )
 @click.option(
     "--workers",
@@ -182,7 +209,7 @@ def train_command(
     from hashkit.train import train
 
     dataset, split = load_data(data, root, protocol, split_file, split_seed)
-    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    say = log_lines(quiet)
     say(
         f"{dataset.name}: {len(split.train)} training, {len(split.query)} query, "
         f"{len(split.database)} database images ({split.protocol} protocol)"

@@ -12,11 +12,12 @@ from hashkit.errors import DataError, HashkitError
 
 
 def sampling_groups(labels: np.ndarray) -> np.ndarray:
-    """int64 N: the class each item is sampled under, -1 for items that are never sampled.
+    """int64 N: the class each item is sampled under, negative for items never sampled.
 
-    Single labels (int64 N) are their own group. A multi-hot item (uint8 N x C) joins the group
-    of its least frequent label (ties: the lowest class index), so rare labels still fill
-    their chunks; items with no label are left out, since nothing is similar to them.
+    Single labels (int64 N) are their own group; a negative label (unlabelled) is left out.
+    A multi-hot item (uint8 N x C) joins the group of its least frequent label (ties: the
+    lowest class index), so that rare labels still fill their chunks; an item with no label
+    is left out, since nothing is similar to it.
     """
     labels = np.asarray(labels)
     if labels.ndim == 1:
@@ -82,8 +83,11 @@ class ClassBalancedBatchSampler:
         self.seed = int(seed)
         self.epoch = 0
         groups = sampling_groups(labels)
-        classes, counts = np.unique(groups[groups >= 0], return_counts=True)
-        self._members = [np.flatnonzero(groups == c) for c, n in zip(classes, counts) if n >= 2]
+        kept = np.flatnonzero(groups >= 0)
+        order = kept[np.argsort(groups[kept], kind="stable")]
+        _, counts = np.unique(groups[order], return_counts=True)
+        members = np.split(order, np.cumsum(counts)[:-1]) if len(order) else []
+        self._members = [m for m in members if len(m) >= 2]
         if len(self._members) < self.classes_per_batch:
             raise DataError(
                 f"a batch of {self.batch_size} with {self.per_class} images per class needs "
