@@ -305,6 +305,8 @@ def _paired(runs: dict, a: str, b: str, bits: int, q: str) -> list[float]:
 def _diffs(d: list[float]) -> str:
     if not d:
         return "no paired runs"
+    if len(d) == 1:
+        return f"{d[0]:+.3f} (1 seed)"
     wins = sum(x > 0 for x in d)
     return (
         f"{wins} of {len(d)} positive, mean {np.mean(d):+.3f}, range {min(d):+.3f} to {max(d):+.3f}"
