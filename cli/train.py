@@ -15,7 +15,7 @@ from hashkit.cli.options import (
     quiet_option,
 )
 from hashkit.cli.progress import log_factory, progress_factory
-from hashkit.config import AUGMENTATIONS, BACKBONES, LOSSES, ROTATIONS, TrainConfig
+from hashkit.config import AUGMENTATIONS, BACKBONES, LOSSES, ROTATION_INITS, ROTATIONS, TrainConfig
 
 _DEFAULT = TrainConfig()
 
@@ -53,7 +53,7 @@ _DEFAULT = TrainConfig()
 @click.option(
     "--init",
     "rotation_init",
-    type=click.Choice(["identity", "itq"]),
+    type=click.Choice(ROTATION_INITS),
     default=_DEFAULT.rotation_init,
     show_default=True,
     help="Start of the random search.",
@@ -119,7 +119,8 @@ _DEFAULT = TrainConfig()
     type=click.IntRange(2),
     default=_DEFAULT.per_class,
     show_default=True,
-    help="Images of one class in a batch (single-label data).",
+    help="Images of one class in a batch; --batch-size must be a multiple of it (a batch holds "
+    "batch-size / per-class classes). Multi-label images count under their rarest label.",
 )
 @click.option(
     "--lr",

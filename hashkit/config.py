@@ -7,12 +7,17 @@ validation split carved from the training set (benchmarks/tuning/README.md), nev
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
+
+from hashkit.errors import HashkitError
 
 LOSSES = ("spring", "margin", "likelihood")
 ROTATIONS = ("random-search", "itq", "none")
 BACKBONES = ("small-cnn", "resnet18", "resnet50", "alexnet", "vgg16")
 AUGMENTATIONS = ("none", "crop", "crop-flip", "affine")
+ROTATION_INITS = ("identity", "itq")
 
 DEFAULT_AUGMENT = "crop"
 
@@ -59,3 +64,55 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def check(self) -> None:
+        """Raise HashkitError naming the first setting that cannot train (a NaN or negative
+        rate, one bit, a batch without a triplet, an unknown choice...), so that a recipe is
+        refused before any work rather than after training."""
+        _integer("bits", self.bits, 2, "a rotation turns planes of two bits")
+        _integer("epochs", self.epochs, 1)
+        _integer("seed", self.seed, 0)
+        if self.rotation_seed is not None:
+            _integer("rotation_seed", self.rotation_seed, 0)
+        _integer("rotation_steps", self.rotation_steps, 0)
+        _integer("rotation_queries", self.rotation_queries, 1)
+        _integer("rotation_database", self.rotation_database, 1)
+        _integer("itq_iterations", self.itq_iterations, 1)
+        _integer("num_workers", self.num_workers, 0)
+        if self.input_size is not None:
+            _integer("input_size", self.input_size, 1)
+        _finite("lr", self.lr, 0.0, strict=True)
+        _finite("weight_decay", self.weight_decay, 0.0)
+        if self.alpha is not None:
+            _finite("alpha", self.alpha, 0.0)
+        for name, value, choices in (
+            ("loss", self.loss, LOSSES),
+            ("rotation", self.rotation, ROTATIONS),
+            ("rotation_init", self.rotation_init, ROTATION_INITS),
+            ("backbone", self.backbone, BACKBONES),
+            ("augment", self.augment, AUGMENTATIONS),
+        ):
+            if value not in choices:
+                raise HashkitError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        from hashkit.sampling import check_batch_shape
+
+        check_batch_shape(self.batch_size, self.per_class)
+
+
+def _integer(name: str, value, minimum: int, why: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        because = f" ({why})" if why else ""
+        raise HashkitError(f"{name} must be an integer >= {minimum}{because}, got {value!r}")
+
+
+def _finite(name: str, value, minimum: float, *, strict: bool = False) -> None:
+    """A finite real >= minimum (> minimum when ``strict``)."""
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, numbers.Real)
+        and math.isfinite(value)
+        and (value > minimum if strict else value >= minimum)
+    )
+    if not ok:
+        bound = f"{'>' if strict else '>='} {minimum:g}"
+        raise HashkitError(f"{name} must be a finite number {bound}, got {value!r}")

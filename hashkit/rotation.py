@@ -123,6 +123,9 @@ def random_search_rotation(
     iterator = range(steps)
     if progress is not None:
         iterator = progress(iterator, total=steps, desc="rotation search")
+    show = getattr(iterator, "set_postfix", None)
+    if show is not None:
+        show(mAP=f"{best:.4f}", refresh=False)
     for t in iterator:
         step = 1.0 - t / steps
         angle = step if rng.random() < 0.5 else -step
@@ -136,6 +139,8 @@ def random_search_rotation(
             r, best = candidate, value
             vq, vb = hq @ r.T, hb @ r.T
             accepted += 1
+            if show is not None:
+                show(mAP=f"{best:.4f}", refresh=False)
         history.append(best)
     # Re-orthogonalise: products of many rotations drift by float rounding.
     u, _, vt = np.linalg.svd(r)

@@ -4,6 +4,7 @@ class-balanced mini-batches, then the rotation R (random search, ITQ or none), i
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -167,13 +168,21 @@ def train_network(
     mode on its device, and the mean loss of each epoch.
 
     Class-balanced batches, every valid triplet of each batch, Adam with a cosine schedule,
-    the augmentation ``config.augment`` (none, crop, crop-flip, affine).
+    the augmentation ``config.augment`` (none, crop, crop-flip, affine). The recipe and the
+    training set are checked before any work (HashkitError); a loss that turns NaN or
+    infinite stops the run. ``progress`` gets one bar over every step of every epoch, with the
+    last epoch's loss as its postfix; ``log`` one line per epoch.
     """
     log = log or (lambda _msg: None)
+    config.check()
     if dataset.labels is None:
         raise DataError(f"dataset {dataset.name!r} has no labels: supervised training needs them")
     if len(indices) < 2:
         raise DataError("the training split holds fewer than 2 images")
+    # built first: it refuses a training set whose batches could hold no triplet
+    sampler = ClassBalancedBatchSampler(
+        dataset.labels[indices], config.batch_size, config.per_class, seed=config.seed
+    )
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     net_config = network_config_for(dataset, config)
@@ -186,32 +195,44 @@ def train_network(
     loss_fn = make_loss(config.loss, config.alpha)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, config.epochs))
-    sampler = ClassBalancedBatchSampler(
-        dataset.labels[indices], config.batch_size, config.per_class, seed=config.seed
-    )
     batches = _training_batches(
         dataset, indices, net_config, sampler, config.augment, config.num_workers
     )
-    epoch_losses: list[float] = []
-    epochs = range(config.epochs)
+    per_epoch = len(sampler)
+    # one bar over every step of every epoch (its ETA covers the whole run); the sampler's
+    # len() is exactly the batches it yields, so epochs end on multiples of per_epoch
+    steps = (batch for _ in range(config.epochs) for batch in batches)
     if progress is not None:
-        epochs = progress(epochs, total=config.epochs, desc="training", unit="epoch")
+        steps = progress(steps, total=config.epochs * per_epoch, desc="training", unit="step")
+    show = getattr(steps, "set_postfix", None)
+    epoch_losses: list[float] = []
     started = time.perf_counter()
-    for epoch in epochs:
-        net.train()
-        total, count = 0.0, 0
-        for x, y, _ in batches:
-            h = net(x.to(device, non_blocking=True))
-            loss = loss_fn(h, y.to(device))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(x)
-            count += len(x)
+    total, count = 0.0, 0
+    net.train()
+    for step, (x, y, _) in enumerate(steps, 1):
+        h = net(x.to(device, non_blocking=True))
+        loss = loss_fn(h, y.to(device))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise HashkitError(
+                f"training diverged in epoch {len(epoch_losses) + 1} (loss {value}); "
+                "lower the learning rate"
+            )
+        total += value * len(x)
+        count += len(x)
+        if step % per_epoch:
+            continue
         scheduler.step()
-        epoch_losses.append(total / max(1, count))
+        epoch_losses.append(total / count)
+        total, count = 0.0, 0
+        epoch = len(epoch_losses)
+        if show is not None:
+            show(epoch=f"{epoch}/{config.epochs}", loss=f"{epoch_losses[-1]:.4f}", refresh=False)
         log(
-            f"epoch {epoch + 1}/{config.epochs}  loss {epoch_losses[-1]:.4f}  "
+            f"epoch {epoch}/{config.epochs}  loss {epoch_losses[-1]:.4f}  "
             f"({time.perf_counter() - started:.0f}s)"
         )
     net.eval()
@@ -243,7 +264,9 @@ def train(
     started = time.perf_counter()
     net, epoch_losses = train_network(dataset, split.train, config, progress=progress, log=log)
     device = next(net.parameters()).device
-    h_train = embed_dataset(net, dataset, split.train, device, num_workers=config.num_workers)
+    h_train = embed_dataset(
+        net, dataset, split.train, device, progress=progress, num_workers=config.num_workers
+    )
     labels_train = dataset.labels[split.train]
     log(f"learning the rotation ({config.rotation})")
     rotation, search_info = learn_rotation(h_train, labels_train, config, progress=progress)

@@ -17,7 +17,8 @@ from conftest import write_class_images
 from hashkit.bundle import save_bundle
 from hashkit.models import HashNet, NetworkConfig
 
-TRAIN = ["--bits", "12", "--epochs", "2", "--batch-size", "12", "--rotation-steps", "5"]
+# batches of 3 classes x 4 images: the image_folder fixture has 3 classes
+TRAIN = "--bits 12 --epochs 2 --batch-size 12 --per-class 4 --rotation-steps 5".split()
 
 
 @pytest.fixture

@@ -174,3 +174,147 @@ def test_train_command_prints_training_and_query_map_for_sign_and_rotation(
     assert "random search from itq" in training[0]
     assert "whole database" in query[0] and query[1].startswith("query vs database mAP@1000:")
     assert len(re.findall(r"\d\.\d{4}", training[0] + query[0] + query[1])) == 6
+
+
+class RecordingBar:
+    """A tqdm stand-in: records its total, the steps iterated and every postfix."""
+
+    made: list[RecordingBar] = []
+
+    def __init__(self, iterable, total=None, desc=None, unit=None):
+        self.iterable, self.total, self.desc = iterable, total, desc
+        self.steps, self.postfixes = 0, []
+        RecordingBar.made.append(self)
+
+    def __iter__(self):
+        for item in self.iterable:
+            self.steps += 1
+            yield item
+
+    def set_postfix(self, refresh=True, **values):
+        self.postfixes.append(values)
+
+
+def test_training_shows_one_bar_over_every_step_with_the_epoch_loss():
+    RecordingBar.made = []
+    ds = toy_dataset()
+    lines = []
+    config = TrainConfig(**TINY)
+    _, losses = train_network(
+        ds, np.arange(len(ds)), config, progress=RecordingBar, log=lines.append
+    )
+    (bar,) = RecordingBar.made
+    assert bar.desc == "training"
+    # 12 images of each of 4 classes: 3 chunks of 4 each; batches of 4 classes x 4: 3 an epoch
+    assert bar.total == bar.steps == 3 * 3
+    assert [p["epoch"] for p in bar.postfixes] == ["1/3", "2/3", "3/3"]
+    assert [float(p["loss"]) for p in bar.postfixes] == pytest.approx(losses, abs=1e-4)
+    assert [line.split()[:2] for line in lines] == [
+        ["epoch", "1/3"],
+        ["epoch", "2/3"],
+        ["epoch", "3/3"],
+    ]
+
+
+def test_the_rotation_search_shows_a_bar_over_its_steps_with_the_current_map():
+    RecordingBar.made = []
+    h, labels = clustered()
+    _, info = learn_rotation(
+        h, labels, TrainConfig(bits=12, rotation_steps=40), progress=RecordingBar
+    )
+    (bar,) = RecordingBar.made
+    assert bar.desc == "rotation search" and bar.total == bar.steps == 40
+    shown = [float(p["mAP"]) for p in bar.postfixes]
+    assert shown[0] == pytest.approx(info["search_map_start"], abs=1e-4)
+    assert shown[-1] == pytest.approx(info["search_map_end"], abs=1e-4)
+    assert shown == sorted(shown) and len(shown) == info["search_accepted"] + 1
+
+
+BAD_RECIPES = [
+    ({"lr": float("nan")}, "lr must be a finite number > 0"),
+    ({"lr": float("inf")}, "lr must be a finite number > 0"),
+    ({"lr": 0.0}, "lr must be a finite number > 0"),
+    ({"lr": -1e-3}, "lr must be a finite number > 0"),
+    ({"weight_decay": float("nan")}, "weight_decay"),
+    ({"alpha": float("nan")}, "alpha"),
+    ({"bits": 1}, "bits must be an integer >= 2"),
+    ({"epochs": 0}, "epochs must be an integer >= 1"),
+    ({"per_class": 1}, "a positive pair"),
+    ({"batch_size": 18, "per_class": 4}, "must be a multiple of the images per class"),
+    ({"batch_size": 4, "per_class": 4}, "at least two classes"),
+    ({"seed": -1}, "seed must be an integer >= 0"),
+    ({"rotation_init": "pca"}, "unknown rotation_init"),
+    ({"loss": "hinge"}, "unknown loss"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_RECIPES)
+def test_a_recipe_that_cannot_train_is_refused_before_training(overrides, message):
+    ds = toy_dataset()
+    lines = []
+    with pytest.raises(HashkitError, match=message):
+        train(ds, toy_split(ds), TrainConfig(**{**TINY, **overrides}), log=lines.append)
+    assert lines == []  # not one epoch ran
+
+
+def test_fewer_classes_than_a_batch_needs_is_refused_before_training():
+    ds = toy_dataset(classes=4)
+    lines = []
+    config = TrainConfig(**{**TINY, "batch_size": 20, "per_class": 4})  # 5 classes a batch
+    with pytest.raises(DataError, match="needs 5 classes .* has 4"):
+        train_network(ds, np.arange(len(ds)), config, log=lines.append)
+    assert lines == []
+
+
+def test_a_diverging_run_stops_with_an_error_instead_of_nan_codes():
+    ds = toy_dataset()
+    config = TrainConfig(**{**TINY, "lr": 1e30})
+    with pytest.raises(HashkitError, match="diverged in epoch 1"):
+        train_network(ds, np.arange(len(ds)), config)
+
+
+@pytest.mark.parametrize(
+    "args,option",
+    [
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--lr", "0"], "--lr"),
+        (["--weight-decay", "-1"], "--weight-decay"),
+        (["--alpha", "nan"], "--alpha"),
+        (["--bits", "1"], "--bits"),
+        (["--seed", "-3"], "--seed"),
+        (["--per-class", "1"], "--per-class"),
+    ],
+)
+def test_train_command_refuses_bad_option_values_as_usage_errors(
+    tmp_path, image_folder, run_cli, args, option
+):
+    root, split = image_folder
+    result = run_cli("train", "--data", root, "--split", split, *args, "--out", tmp_path / "m.pt")
+    assert result.exit_code == 2
+    assert f"Invalid value for '{option}'" in result.stderr
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--batch-size", "10", "--per-class", "4"], "multiple of the images per class"),
+        (["--batch-size", "40", "--per-class", "10"], "needs 4 classes"),
+    ],
+)
+def test_train_command_refuses_batches_without_triplets_in_one_line(
+    tmp_path, image_folder, run_cli, args, message
+):
+    root, split = image_folder
+    result = run_cli("train", "--data", root, "--split", split, *args, "--out", tmp_path / "m.pt")
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("hashkit: error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "epoch" not in result.stderr
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_bench_command_refuses_one_bit(tmp_path, run_cli):
+    result = run_cli("bench", "--bits", "1", "--out", tmp_path)
+    assert result.exit_code == 2 and "Invalid value for '--bits'" in result.stderr
