@@ -158,7 +158,7 @@ PYTORCH_ADVICE = ("weights_only", "still be loaded", "Re-running")
 
 def train_on_images(w, t, *more):
     args = ["train", "--data", w.images, "--split", w.split, "--epochs", "1"]
-    return [*args, "--batch-size", "4", "--out", t / "m.pt", "-q", *more]
+    return [*args, "--batch-size", "4", "--per-class", "2", "--out", t / "m.pt", "-q", *more]
 
 
 def build_with_model(w, t, payload) -> list:
