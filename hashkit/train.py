@@ -66,15 +66,23 @@ def _training_batches(
     sampler: ClassBalancedBatchSampler,
     augment: str,
     num_workers: int,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
 ):
-    """A DataLoader of ``(x, labels, dataset indices)`` over ``sampler``'s batches; array
-    datasets are converted and augmented a whole batch at a time."""
-    from torch.utils.data import DataLoader
+    """The training batches ``(x on device, labels, dataset indices)`` of ``sampler``'s
+    batches, each augmented as a whole uint8 batch with draws seeded by ``seed``."""
+    from hashkit.data.batches import TrainingBatches
 
-    from hashkit.data.torch_images import TorchImages
-
-    images = TorchImages(dataset, indices, input_transform(net_config, augment))
-    return DataLoader(images, batch_sampler=sampler, num_workers=num_workers)
+    return TrainingBatches(
+        dataset,
+        indices,
+        input_transform(net_config, augment),
+        sampler,
+        generator=torch.Generator().manual_seed(seed),
+        num_workers=num_workers,
+        device=device,
+    )
 
 
 def embed_dataset(
@@ -190,7 +198,14 @@ def train_network(
         dataset.labels[indices], config.batch_size, config.per_class, seed=config.seed
     )
     batches = _training_batches(
-        dataset, indices, net_config, sampler, config.augment, config.num_workers
+        dataset,
+        indices,
+        net_config,
+        sampler,
+        config.augment,
+        config.num_workers,
+        seed=config.seed,
+        device=device,
     )
     epoch_losses: list[float] = []
     epochs = range(config.epochs)
