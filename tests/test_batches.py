@@ -118,3 +118,21 @@ def test_importing_hashkit_makes_openmp_wait_passively_unless_the_user_chose(tmp
     ).stdout.strip()
     assert run(env) == "PASSIVE"
     assert run({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+
+
+@pytest.mark.parametrize("augment", ["none", "crop", "crop-flip", "affine"])
+@pytest.mark.parametrize(
+    "shape,channels", [((4, 12, 12), 1), ((4, 20, 16, 3), 1), ((4, 12, 12, 3), 3)]
+)
+def test_batches_are_computed_on_the_images_device(augment, shape, channels):
+    # A GPU stand-in: torch's fake tensors on a "cuda" device that is not there. Like a real
+    # GPU they refuse any CPU tensor mixed into the computation (the random offsets and
+    # flips, the luma weights, the mean and std), so this catches one that would be.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    transform = ImageTransform(12, channels, (0.5,), (0.25,), augment=augment)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        images = torch.empty(shape, dtype=torch.uint8, device="cuda")
+        x = transform.batch(images, torch.Generator().manual_seed(0))
+    assert x.device.type == "cuda" and x.shape == (4, channels, 12, 12)
+    assert x.dtype == torch.float32
