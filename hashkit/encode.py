@@ -16,17 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from torch.utils.data import Dataset as TorchDataset
 
-from hashkit.data.images import IMAGE_EXTENSIONS, open_image
+from hashkit.data.images import IMAGE_EXTENSIONS
 from hashkit.device import resolve_device
 from hashkit.errors import DataError, ModelError
-from hashkit.models import NetworkConfig
+from hashkit.models import HashNet, NetworkConfig, inference_network
 
 __all__ = [
     "EncodeReport",
-    "ImageFiles",
     "check_embeddings",
     "embed_arrays",
     "encode_files_to_store",
@@ -97,30 +94,6 @@ def _image_bar(progress: Callable | None, total: int, desc: str):
     return None if progress is None else progress(total=total, desc=desc, unit="img")
 
 
-class ImageFiles(TorchDataset):
-    """Image files as network inputs; an unreadable file yields ``(None, i, error)``."""
-
-    def __init__(self, paths: Sequence[str], transform: Callable) -> None:
-        self.paths = list(paths)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            return self.transform(open_image(self.paths[i])), i, ""
-        except (DataError, OSError) as exc:
-            return None, i, str(exc)
-
-
-def _collate(items):
-    good = [(x, i) for x, i, _ in items if x is not None]
-    bad = [(i, err) for x, i, err in items if x is None]
-    xs = torch.stack([x for x, _ in good]) if good else None
-    return xs, np.array([i for _, i in good], dtype=np.int64), bad
-
-
 @dataclass
 class EncodeReport:
     """What an encoding pass did: ``skipped`` holds (path, reason) of unreadable images."""
@@ -129,9 +102,9 @@ class EncodeReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def embed_arrays(
-    net: torch.nn.Module,
+    net: HashNet,
     images: np.ndarray,
     *,
     batch_size: int = 512,
@@ -139,16 +112,17 @@ def embed_arrays(
     progress: Callable | None = None,
 ) -> np.ndarray:
     """float32 ``N x bits`` embeddings of a uint8 image array ``N x H x W [x 3]``, fed to the
-    network ``batch_size`` images at a time."""
+    network ``batch_size`` images at a time (each uint8 batch converted on ``device``)."""
     net.eval()
     device = torch.device(device)
+    forward = inference_network(net)
     transform = input_transform(net.config)
     out = []
     bar = _image_bar(progress, len(images), "embedding")
     try:
         for s in range(0, len(images), batch_size):
-            x = transform.batch(images[s : s + batch_size]).to(device)
-            out.append(net(x).float().cpu().numpy())
+            x = _to_device(torch.from_numpy(images[s : s + batch_size]), device)
+            out.append(forward(transform.batch(x)).float().cpu().numpy())
             if bar is not None:
                 bar.update(len(x))
     finally:
@@ -159,8 +133,15 @@ def embed_arrays(
     return np.concatenate(out)
 
 
+def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU uint8 batch on ``device``: copied from pinned memory, without waiting, to a GPU."""
+    if device.type != "cuda":
+        return images.to(device)
+    return images.pin_memory().to(device, non_blocking=True)
+
+
 def iter_file_embeddings(
-    net: torch.nn.Module,
+    net: HashNet,
     paths: Sequence[str],
     *,
     batch_size: int = 256,
@@ -172,21 +153,27 @@ def iter_file_embeddings(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(positions int64 n, embeddings float32 n x bits)`` for image files, in batches
     of ``batch_size`` files, so that memory does not grow with the number of images.
-    Unreadable files are skipped and added to ``report.skipped``, or raise DataError when
-    ``strict``; the progress bar counts them with the others."""
+    ``num_workers`` processes decode the files (hashkit.data.batches); the batches reach the
+    network as uint8 and are converted there. Unreadable files are skipped and added to
+    ``report.skipped``, or raise DataError when ``strict``; the progress bar counts them with
+    the others."""
+    from hashkit.data.batches import decoded_file_loader
+
     net.eval()
     device = torch.device(device)
-    loader = DataLoader(
-        ImageFiles(paths, input_transform(net.config)),
+    forward = inference_network(net)
+    transform = input_transform(net.config)
+    loader = decoded_file_loader(
+        paths,
+        transform,
         batch_size=batch_size,
         num_workers=num_workers,
-        collate_fn=_collate,
-        shuffle=False,
+        pin_memory=device.type == "cuda",
     )
     bar = _image_bar(progress, len(paths), "encoding")
     try:
-        with torch.no_grad():
-            for xs, positions, bad in loader:
+        with torch.inference_mode():
+            for images, positions, bad in loader:
                 for i, err in bad:
                     if strict:
                         raise DataError(err)
@@ -194,9 +181,10 @@ def iter_file_embeddings(
                         report.skipped.append((paths[i], err))
                 if bar is not None:
                     bar.update(len(positions) + len(bad))
-                if xs is None:
+                if images is None:
                     continue
-                h = net(xs.to(device)).float().cpu().numpy()
+                x = transform.batch(_to_device(images, device))
+                h = forward(x).float().cpu().numpy()
                 if report is not None:
                     report.encoded += len(h)
                 yield positions, h
@@ -312,7 +300,7 @@ def iter_dataset_codes(
             yield indices[positions], codes
         return
     dev = resolve_device(device)
-    net = bundle.build_network(dev)
+    net = inference_network(bundle.build_network(dev))
     bar = _image_bar(progress, len(indices), "encoding")
     try:
         for s in range(0, len(indices), batch_size):

@@ -67,15 +67,23 @@ def _training_batches(
     sampler: ClassBalancedBatchSampler,
     augment: str,
     num_workers: int,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
 ):
-    """A DataLoader of ``(x, labels, dataset indices)`` over ``sampler``'s batches; array
-    datasets are converted and augmented a whole batch at a time."""
-    from torch.utils.data import DataLoader
+    """The training batches ``(x on device, labels, dataset indices)`` of ``sampler``'s
+    batches, each augmented as a whole uint8 batch with draws seeded by ``seed``."""
+    from hashkit.data.batches import TrainingBatches
 
-    from hashkit.data.torch_images import TorchImages
-
-    images = TorchImages(dataset, indices, input_transform(net_config, augment))
-    return DataLoader(images, batch_sampler=sampler, num_workers=num_workers)
+    return TrainingBatches(
+        dataset,
+        indices,
+        input_transform(net_config, augment),
+        sampler,
+        generator=torch.Generator().manual_seed(seed),
+        num_workers=num_workers,
+        device=device,
+    )
 
 
 def embed_dataset(
@@ -196,7 +204,14 @@ def train_network(
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, config.epochs))
     batches = _training_batches(
-        dataset, indices, net_config, sampler, config.augment, config.num_workers
+        dataset,
+        indices,
+        net_config,
+        sampler,
+        config.augment,
+        config.num_workers,
+        seed=config.seed,
+        device=device,
     )
     per_epoch = len(sampler)
     # one bar over every step of every epoch (its ETA covers the whole run); the sampler's

@@ -85,6 +85,24 @@ def test_loss_is_the_mean_over_all_valid_triplets():
     assert len(triplet_differences(h, labels)) == len(values)
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [
+        torch.tensor([0, 1, 0, 2, 1, 0, 2, 2]),
+        torch.tensor([[1, 0, 1], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 0], [0, 0, 0]]),
+    ],
+)
+def test_triplet_differences_are_every_valid_triplet_in_q_p_n_order(labels):
+    torch.manual_seed(3)
+    h = F.normalize(torch.randn(len(labels), 8, dtype=torch.float64), dim=1)
+    sets = [set(torch.nonzero(row).flatten().tolist()) for row in labels.reshape(len(labels), -1)]
+    if labels.ndim == 1:
+        sets = [{int(v)} for v in labels]
+    d = (2 - 2 * h @ h.T).clamp(0, 4)
+    expected = [d[q, p] - d[q, n] for q, p, n in brute_force_triplets(sets)]
+    assert torch.equal(triplet_differences(h, labels), torch.stack(expected))
+
+
 @pytest.mark.parametrize("name", ["spring", "margin", "likelihood"])
 def test_batch_without_triplets_gives_zero_loss_and_backward_works(name):
     h = F.normalize(torch.randn(4, 8), dim=1).requires_grad_()

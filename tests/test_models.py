@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hashkit.errors import ModelError
-from hashkit.models import HashNet, NetworkConfig, load_pretrained
+from hashkit.models import HashNet, NetworkConfig, inference_network, load_pretrained
 
 
 @pytest.mark.parametrize(
@@ -76,3 +76,45 @@ def test_small_cnn_has_no_pretrained_weights():
     net = HashNet(NetworkConfig(bits=16))
     with pytest.raises(ModelError, match="small-cnn"):
         load_pretrained(net, None)
+
+
+def test_small_cnn_with_relu_before_the_pool_loads_and_computes_the_same():
+    # bundles saved before ReLU moved after the max-pool hold the same weight names, and
+    # the two orders give the same embeddings and gradients bit for bit
+    torch.manual_seed(4)
+    net = HashNet(NetworkConfig(bits=16, input_size=28, channels=1))
+    old = HashNet(NetworkConfig(bits=16, input_size=28, channels=1))
+    for block in old.net.features:
+        block[2], block[3] = block[3], block[2]
+    assert isinstance(old.net.features[0][2], torch.nn.ReLU)
+    old.load_state_dict(net.state_dict())
+    x = torch.randn(6, 1, 28, 28)
+    torch.manual_seed(0)  # the same dropout in both (training mode)
+    h_new = net(x)
+    torch.manual_seed(0)
+    h_old = old(x)
+    assert torch.equal(h_new, h_old)
+    h_new.square().sum().backward()
+    h_old.square().sum().backward()
+    for (name, a), (_, b) in zip(net.named_parameters(), old.named_parameters()):
+        assert torch.equal(a.grad, b.grad), name
+
+
+@pytest.mark.parametrize(
+    "backbone,size,channels", [("small-cnn", 28, 1), ("small-cnn", 32, 3), ("resnet18", 32, 3)]
+)
+def test_inference_network_folds_batch_norms_and_keeps_the_embeddings(backbone, size, channels):
+    torch.manual_seed(5)
+    net = HashNet(NetworkConfig(bits=16, backbone=backbone, input_size=size, channels=channels))
+    net.train()
+    with torch.no_grad():  # running statistics that are not the identity
+        for _ in range(3):
+            net(torch.randn(8, channels, size, size) * 2 + 0.5)
+    net.eval()
+    folded = inference_network(net)
+    norms = lambda m: [x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)]  # noqa: E731
+    assert norms(net) and not norms(folded)
+    assert inference_network(folded) is folded
+    x = torch.randn(5, channels, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=0)

@@ -1,10 +1,11 @@
 """Feeding a Dataset to torch: the image transform and a torch Dataset over chosen indices.
 
-Everything after decoding runs on uint8 / float tensors in batches: for array datasets
-(Fashion-MNIST, CIFAR-10) a DataLoader batch is converted, augmented and normalised in a few
-vectorised operations without building a PIL image per item (``TorchImages.__getitems__``),
-which is what keeps training fast on a couple of CPU cores. Image files are decoded with PIL,
-converted to the model's mode and size, then take the same tensor path.
+Everything after decoding runs on uint8 / float tensors in batches: ``ImageTransform.batch``
+converts, augments and normalises a whole uint8 batch in a few vectorised operations, without
+a PIL image per item, which is what keeps training fast on a couple of CPU cores
+(hashkit.data.batches builds those batches for training and encoding). Image files are decoded
+with PIL and fitted to the model's mode and size (``ImageTransform.fit``), then take the same
+tensor path. ``TorchImages`` offers the same per item, for a plain DataLoader.
 """
 
 from __future__ import annotations
@@ -79,27 +80,42 @@ class ImageTransform:
 
     def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
         if isinstance(image, Image.Image):
-            # 16-bit images are scaled to 8 bits first: a plain convert() would clip them.
-            image = to_8bit(image).convert("L" if self.channels == 1 else "RGB")
-            image = self._fit(image)
-            image = np.array(image)
+            image = self.fit(image)
         return self.batch(np.asarray(image)[None])[0]
 
-    def batch(self, images: np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 ``N x H x W`` or ``N x H x W x 3`` to float32 ``N x C x S x S``, each item
-        augmented independently."""
-        x = torch.from_numpy(np.ascontiguousarray(images))
+    def fit(self, image: Image.Image) -> np.ndarray:
+        """A decoded image as one item of a batch: uint8 ``S x S`` (grey) or ``S x S x 3``,
+        converted to the model's channels, resized (shorter side) and centre-cropped. This is
+        the per-image part of the transform (DataLoader workers run it); ``batch`` does the
+        rest for a whole batch at once."""
+        # 16-bit images are scaled to 8 bits first: a plain convert() would clip them.
+        image = to_8bit(image).convert("L" if self.channels == 1 else "RGB")
+        return np.array(self._fit(image))
+
+    def batch(
+        self, images: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """uint8 ``N x H x W`` or ``N x H x W x 3`` (an array, or a tensor on any device) to
+        float32 ``N x C x S x S`` on the same device, each item augmented independently with
+        random draws from ``generator`` (a CPU generator; None: torch's global one).
+
+        Crops and flips move uint8 pixels, a quarter of the bytes of floats; the result is
+        the same as converting first."""
+        if isinstance(images, torch.Tensor):
+            x = images
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(images))
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
         x = self._fit(_convert_channels(x, self.channels))
-        x = x.float().div_(255.0)
         if self.augment in ("crop", "crop-flip"):
             x = _random_crop(x, self.crop_padding, generator)
         if self.augment == "crop-flip":
-            flip = torch.rand(len(x), generator=generator) < 0.5
+            flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        x = x.float().div_(255.0)
         if self.augment == "affine":
             x = _random_affine(x, generator)
-        return (x - self._mean) / self._std
+        return x.sub_(self._mean.to(x.device)).div_(self._std.to(x.device))
 
     def _fit(self, image):
         """Resize (shorter side) and centre-crop a PIL image or ``N x C x H x W`` tensor to S."""
@@ -121,7 +137,7 @@ def _convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
         return x
     if channels == 3:
         return x.expand(-1, 3, -1, -1)
-    luma = torch.tensor(_LUMA).view(1, 3, 1, 1)
+    luma = torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)
     return (x.float() * luma).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -131,21 +147,19 @@ def _random_crop(x: torch.Tensor, pad: int, generator: torch.Generator | None) -
     if pad <= 0:
         return x
     n, c, h, w = x.shape
-    padded = nnf.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
-    return padded[
-        torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols
-    ]
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    # Every H x W window of the padded images as a view (N x C x 2p+1 x 2p+1 x H x W), from
+    # which one gather picks each item's window.
+    windows = nnf.pad(x, (pad, pad, pad, pad)).unfold(2, h, 1).unfold(3, w, 1)
+    return windows[torch.arange(n, device=x.device), :, dy, dx]
 
 
 def _random_affine(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Each item rotated by up to 10 degrees, scaled by 0.9-1.1 and shifted by up to 8 % of its
     size, with zero fill."""
     n = len(x)
-    u = torch.rand(n, 4, generator=generator) * 2 - 1
+    u = (torch.rand(n, 4, generator=generator) * 2 - 1).to(x.device)
     angle = u[:, 0] * math.radians(10)
     scale = 1 + 0.1 * u[:, 1]
     # affine_grid maps output to input coordinates in [-1, 1]: a shift of 8 % is 0.16 there.
