@@ -18,7 +18,7 @@ from hashkit.data.base import Dataset
 from hashkit.data.protocol import Split
 from hashkit.encode import embed_arrays, input_transform, resolve_device
 from hashkit.errors import DataError, HashkitError
-from hashkit.losses import make_loss
+from hashkit.methods import get_method, make_method_loss
 from hashkit.models import HashNet, NetworkConfig, load_pretrained
 from hashkit.rotation import ROTATIONS, itq_rotation, random_search_rotation
 from hashkit.sampling import ClassBalancedBatchSampler
@@ -43,7 +43,11 @@ def network_config_for(dataset: Dataset, config: TrainConfig) -> NetworkConfig:
     if config.backbone != "small-cnn":
         channels = 3
     return NetworkConfig(
-        bits=config.bits, backbone=config.backbone, input_size=size, channels=channels
+        bits=config.bits,
+        backbone=config.backbone,
+        input_size=size,
+        channels=channels,
+        head=get_method(config.method).head,
     )
 
 
@@ -183,8 +187,11 @@ def train_network(
         missing = load_pretrained(net, None if config.pretrained == "cache" else config.pretrained)
         log(f"loaded pretrained weights; {len(missing)} tensors left at random init")
     net.to(device)
-    loss_fn = make_loss(config.loss, config.alpha)
-    optimiser = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # The method decides the loss (and the head, above); a loss may have weights of its own
+    # (GreedyHash's classifier), trained with the network but not kept in the bundle.
+    loss_fn = make_method_loss(config, dataset.labels).to(device)
+    parameters = [*net.parameters(), *loss_fn.parameters()]
+    optimiser = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, config.epochs))
     sampler = ClassBalancedBatchSampler(
         dataset.labels[indices], config.batch_size, config.per_class, seed=config.seed
@@ -296,6 +303,7 @@ def train(
             "dataset": dataset.name,
             "protocol": split.protocol,
             "split_seed": split.seed,
+            "unseen_classes": split.unseen_classes,
         },
         class_names=list(dataset.class_names),
         metrics=metrics,
