@@ -6,6 +6,17 @@ import json
 
 import click
 
+# The training options `info` shows of a bundle (the rest is in the file, for tools).
+_TRAIN_CONFIG_SHOWN = (
+    "dataset",
+    "protocol",
+    "unseen_classes",
+    "method",
+    "loss",
+    "rotation",
+    "epochs",
+)
+
 
 @click.command("info")
 @click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
@@ -68,10 +79,6 @@ def _describe_bundle(path: str) -> dict:
         "classes": len(bundle.class_names),
         "model_fingerprint": bundle.fingerprint,
         "file_size": os.path.getsize(path),
-        "train_config": {
-            k: v
-            for k, v in bundle.train_config.items()
-            if k in ("dataset", "protocol", "loss", "rotation", "epochs")
-        },
+        "train_config": {k: v for k, v in bundle.train_config.items() if k in _TRAIN_CONFIG_SHOWN},
         "metrics": bundle.metrics,
     }
