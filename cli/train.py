@@ -215,7 +215,7 @@ def train_command(
     from hashkit.methods import get_method
     from hashkit.train import train
 
-    _check_method_options(click.get_current_context(), method, protocol, unseen_classes)
+    _check_method_options(click.get_current_context(), method, protocol, unseen_classes, split_file)
     rotation = rotation or get_method(method).rotation
     dataset, split = load_data(
         data, root, protocol, split_file, split_seed, unseen_classes=unseen_classes
@@ -287,7 +287,7 @@ def _is_default(ctx, name: str) -> bool:
     return ctx.get_parameter_source(name) == ParameterSource.DEFAULT
 
 
-def _check_method_options(ctx, method, protocol, unseen_classes) -> None:
+def _check_method_options(ctx, method, protocol, unseen_classes, split_file) -> None:
     """Usage errors for options that the chosen method or protocol would silently ignore."""
     given = {name for name in ("loss", "alpha") if not _is_default(ctx, name)}
     if method != "sdsh" and given:
@@ -295,5 +295,5 @@ def _check_method_options(ctx, method, protocol, unseen_classes) -> None:
             f"--{sorted(given)[0]} sets SDSH's loss; --method {method} trains with its paper's "
             "loss and defaults (docs/baselines.md)"
         )
-    if unseen_classes is not None and protocol != "unseen":
-        raise click.UsageError("--unseen-classes needs --protocol unseen")
+    if unseen_classes is not None and (protocol != "unseen" or split_file):
+        raise click.UsageError("--unseen-classes needs --protocol unseen (and no --split file)")

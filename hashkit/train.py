@@ -1,5 +1,6 @@
 """Training SDSH: a hashing network with a triplet loss over all valid triplets of
 class-balanced mini-batches, then the rotation R (random search, ITQ or none), into a bundle.
+The baselines (hashkit.methods) train the same way with their own head and loss.
 """
 
 from __future__ import annotations
@@ -170,8 +171,9 @@ def train_network(
     """The hashing network trained on the items ``indices`` (int64) of ``dataset``, in eval
     mode on its device, and the mean loss of each epoch.
 
-    Class-balanced batches, every valid triplet of each batch, Adam with a cosine schedule,
-    the augmentation ``config.augment`` (none, crop, crop-flip, affine).
+    Class-balanced batches, the loss of ``config.method`` (SDSH's: every valid triplet of
+    each batch), Adam with a cosine schedule, the augmentation ``config.augment`` (none, crop,
+    crop-flip, affine).
     """
     log = log or (lambda _msg: None)
     if dataset.labels is None:

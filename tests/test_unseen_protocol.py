@@ -158,6 +158,7 @@ def test_train_protocol_unseen_stores_the_named_classes_in_the_bundle(tmp_path, 
         (["--unseen-classes", "1,2"], "needs --protocol unseen"),
         (["--protocol", "unseen", "--unseen-classes", "1,,2"], "empty entry"),
         (["--protocol", "unseen", "--unseen-classes", "1,1"], "twice"),
+        (["--protocol", "unseen", "--unseen-classes", "1", "--split", __file__], "no --split"),
     ],
 )
 def test_unseen_class_option_mistakes_are_usage_errors(tmp_path, run_cli, args, message):
