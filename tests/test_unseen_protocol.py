@@ -137,14 +137,14 @@ def test_train_protocol_unseen_stores_the_named_classes_in_the_bundle(tmp_path, 
     model = tmp_path / "m.pt"
     result = run_cli(
         "train", "--data", "mnist", "--root", root, "--protocol", "unseen",
-        "--unseen-classes", "2", "--bits", "8", "--epochs", "1", "--rotation", "none",
-        "--out", model, "-q",
+        "--unseen-classes", "2", "--bits", "8", "--epochs", "1", "--per-class", "40",
+        "--rotation", "none", "--out", model, "-q",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     config = load_bundle(model).train_config
     assert config["protocol"] == "unseen" and config["unseen_classes"] == [2]
-    # The default batch (10 classes x 10) shrinks to the 2 seen classes x 10.
-    assert config["batch_size"] == 20
+    # The default batch (100: 2.5 classes of 40) shrinks to the 2 seen classes x 40.
+    assert config["batch_size"] == 80
     # encode --model and bench --model read the split from the bundle: the same classes
     from hashkit.cli.options import load_data
 
