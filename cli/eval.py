@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from hashkit.atomic import atomic_path
 from hashkit.cli.options import FilePath
 from hashkit.errors import DataError, MismatchError
 from hashkit.labels import normalize_label_pair
@@ -35,12 +34,28 @@ from hashkit.store import CodeStore, read_store
     help="Write pr_curve.png and precision_at_k.png into this folder.",
 )
 @click.option(
+    "--compare",
+    nargs=3,
+    multiple=True,
+    metavar="NAME QUERY_CODES DATABASE_CODES",
+    help="Another method's code stores: scored the same way and drawn on the same --plot "
+    "figures (repeat for several methods).",
+)
+@click.option(
+    "--name",
+    default=None,
+    help="Name of QUERY_CODES' method in the output and the plots' legend  [default: the "
+    "query file's name]",
+)
+@click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
     help="Worker threads (default: every CPU this process may use).",
 )
-def eval_command(query_codes, database_codes, top_k, as_json, plot_dir, threads) -> None:
+def eval_command(
+    query_codes, database_codes, top_k, as_json, plot_dir, compare, name, threads
+) -> None:
     """Score the Hamming ranking of DATABASE_CODES for each of QUERY_CODES.
 
     Both files are code stores with labels (HDF5: ``codes`` uint8 packed, ``labels`` int64 N
@@ -51,28 +66,51 @@ def eval_command(query_codes, database_codes, top_k, as_json, plot_dir, threads)
     items within the top k), the tie-aware mAP, P@100/500/1000 and the precision within
     Hamming radius 2 (definitions: docs/method.md, section 4).
 
+    With --compare, each other method's stores are scored too (under "compare" in --json)
+    and every method is one line on the --plot figures.
+
     \b
     Example:
       hashkit eval query.h5 database.h5 --top-k 1000 --top-k 5000 --plot curves/
+      hashkit eval sdsh_q.h5 sdsh_db.h5 --name SDSH --compare CSQ csq_q.h5 csq_db.h5 --plot cmp/
     """
+    runs = [(name or Path(query_codes).stem, query_codes, database_codes), *compare]
+    results = [(label, _evaluate(q, db, sorted(set(top_k)), threads)) for label, q, db in runs]
+    if plot_dir is not None:
+        from hashkit.plots import write_curve_plots
+
+        write_curve_plots(results, plot_dir)
+    result = results[0][1]
+    if as_json:
+        if compare:
+            result = {**result, "compare": dict(results[1:])}
+        click.echo(json.dumps(result))
+        return
+    for label, result in results:
+        if compare:
+            click.echo(f"== {label}")
+        _echo_result(result)
+    if plot_dir is not None:
+        click.echo(f"plots written to {plot_dir}")
+
+
+def _evaluate(query_codes: str, database_codes: str, top_k: list[int], threads) -> dict:
     queries = _read(query_codes, "query")
     database = _read(database_codes, "database")
     labels_q, labels_b = _check_compatible(queries, database, query_codes, database_codes)
-    result = evaluate_retrieval(
+    return evaluate_retrieval(
         queries.codes,
         database.codes,
         labels_q,
         labels_b,
         queries.bits,
-        top_k=sorted(set(top_k)),
+        top_k=top_k,
         precision_ks=(100, 500, 1000),
         n_threads=threads,
     )
-    if plot_dir is not None:
-        _write_plots(result, Path(plot_dir))
-    if as_json:
-        click.echo(json.dumps(result))
-        return
+
+
+def _echo_result(result: dict) -> None:
     click.echo(
         f"queries {result['n_queries']}, database {result['n_database']}, {result['bits']} bits"
     )
@@ -83,8 +121,6 @@ def eval_command(query_codes, database_codes, top_k, as_json, plot_dir, threads)
     for k, value in result["precision_at"].items():
         click.echo(f"P@{k:<17} {value:.4f}")
     click.echo(f"P@r<=2              {result['precision_radius2']:.4f}")
-    if plot_dir is not None:
-        click.echo(f"plots written to {plot_dir}")
 
 
 def _read(path: str, what: str) -> CodeStore:
@@ -107,40 +143,3 @@ def _check_compatible(queries: CodeStore, database: CodeStore, query_path, datab
         f"the labels of {query_path}",
         f"the labels of {database_path}",
     )
-
-
-def _write_plots(result: dict, folder: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    pr = result["pr_curve"]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(pr["recall"], pr["precision"], marker=".")
-    ax.set(
-        xlabel="recall",
-        ylabel="precision",
-        xlim=(0, 1.02),
-        ylim=(0, 1.02),
-        title=f"PR over Hamming radius 0..{result['bits']}",
-    )
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    _save(fig, folder / "pr_curve.png")
-    curve = result["precision_curve"]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(curve["k"], curve["precision"], marker=".")
-    ax.set(xlabel="k (items retrieved)", ylabel="precision@k", ylim=(0, 1.02), title="Precision@k")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    _save(fig, folder / "precision_at_k.png")
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)

@@ -9,6 +9,17 @@ import click
 from hashkit.cli.main import one_line
 from hashkit.cli.options import FilePath
 
+# The training options `info` shows of a bundle (the rest is in the file, for tools).
+_TRAIN_CONFIG_SHOWN = (
+    "dataset",
+    "protocol",
+    "unseen_classes",
+    "method",
+    "loss",
+    "rotation",
+    "epochs",
+)
+
 
 @click.command("info")
 @click.argument("path", metavar="FILE", type=FilePath(exists=True, dir_okay=False))
@@ -73,10 +84,6 @@ def _describe_bundle(path: str) -> dict:
         "classes": len(bundle.class_names),
         "model_fingerprint": bundle.fingerprint,
         "file_size": os.path.getsize(path),
-        "train_config": {
-            k: v
-            for k, v in bundle.train_config.items()
-            if k in ("dataset", "protocol", "loss", "rotation", "epochs")
-        },
+        "train_config": {k: v for k, v in bundle.train_config.items() if k in _TRAIN_CONFIG_SHOWN},
         "metrics": bundle.metrics,
     }

@@ -113,10 +113,11 @@ def data_options(func=None, *, model_defaults: bool = False):
         ),
         click.option(
             "--protocol",
-            type=click.Choice(["reduced", "full"]),
+            type=click.Choice(["reduced", "full", "unseen"]),
             default=None,
-            help="Split into training, query and database images (docs/method.md, section 4)  "
-            f"[default: reduced{or_model}]",
+            help="Split into training, query and database images: reduced, full, or unseen "
+            "(train on some classes, search among the others; docs/method.md, docs/baselines.md)"
+            f"  [default: reduced{or_model}]",
         ),
         click.option(
             "--split",
@@ -144,12 +145,14 @@ def load_data(
     split_file: str | None,
     split_seed: int | None,
     defaults: dict | None = None,
+    unseen_classes: list[str] | None = None,
 ):
     """``(dataset, split)`` from the options; missing ones come from ``defaults`` (a bundle's
-    train_config), then the built-in defaults."""
+    train_config), then the built-in defaults. ``unseen_classes``: names or numbers of the
+    unseen protocol's unseen classes (None: the bundle's, else drawn with the split seed)."""
     from hashkit.cli.progress import warn_unlisted
     from hashkit.data import load_dataset
-    from hashkit.data.protocol import load_split, make_split
+    from hashkit.data.protocol import PROTOCOLS, class_numbers, load_split, make_split
 
     defaults = defaults or {}
     if data is None:
@@ -158,7 +161,7 @@ def load_data(
         if split_file is None and protocol is None and split_seed is None:
             split_file = defaults.get("split_file")
     protocol = protocol or defaults.get("protocol") or "reduced"
-    if protocol not in ("reduced", "full"):
+    if protocol not in PROTOCOLS:
         protocol = "reduced"
     split_seed = split_seed if split_seed is not None else defaults.get("split_seed", 0)
     skipped: list[tuple[str, str]] = []
@@ -167,7 +170,12 @@ def load_data(
     if split_file:
         split = load_split(split_file, len(dataset))
     else:
-        split = make_split(dataset.labels, protocol, split_seed)
+        numbers = None
+        if unseen_classes is not None:
+            numbers = class_numbers(unseen_classes, dataset.class_names)
+        elif protocol == "unseen" and protocol == defaults.get("protocol"):
+            numbers = defaults.get("unseen_classes")
+        split = make_split(dataset.labels, protocol, split_seed, unseen_classes=numbers)
     return dataset, split
 
 

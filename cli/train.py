@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+import numpy as np
 
 from hashkit.cli.options import (
     MAX_SEED,
@@ -15,9 +16,30 @@ from hashkit.cli.options import (
     quiet_option,
 )
 from hashkit.cli.progress import log_factory, progress_factory
-from hashkit.config import AUGMENTATIONS, BACKBONES, LOSSES, ROTATION_INITS, ROTATIONS, TrainConfig
+from hashkit.config import (
+    AUGMENTATIONS,
+    BACKBONES,
+    LOSSES,
+    METHODS,
+    ROTATION_INITS,
+    ROTATIONS,
+    TrainConfig,
+)
 
 _DEFAULT = TrainConfig()
+
+
+def _split_class_list(ctx, param, value):
+    """``"7,8,9"`` -> ``["7", "8", "9"]``; an empty entry or a repeated one is a usage error
+    (whether the classes exist depends on the data, and is checked there)."""
+    if value is None:
+        return None
+    items = [item.strip() for item in value.split(",")]
+    if any(not item for item in items):
+        raise click.BadParameter(f"{value!r} has an empty entry; e.g. 7,8,9", ctx, param)
+    if len(set(items)) != len(items):
+        raise click.BadParameter(f"{value!r} names a class twice", ctx, param)
+    return items
 
 
 @click.command("train")
@@ -30,11 +52,19 @@ _DEFAULT = TrainConfig()
     help="Code length.",
 )
 @click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default=_DEFAULT.method,
+    show_default=True,
+    help="sdsh (hashkit's, with --loss) or a baseline from its paper: each brings its own "
+    "network head and loss (docs/baselines.md).",
+)
+@click.option(
     "--loss",
     type=click.Choice(LOSSES),
     default=_DEFAULT.loss,
     show_default=True,
-    help="Triplet loss on the sphere (docs/method.md, section 2).",
+    help="Triplet loss on the sphere (SDSH's; --method sdsh only; docs/method.md, section 2).",
 )
 @click.option(
     "--alpha",
@@ -46,9 +76,9 @@ _DEFAULT = TrainConfig()
 @click.option(
     "--rotation",
     type=click.Choice(ROTATIONS),
-    default=_DEFAULT.rotation,
-    show_default=True,
-    help="How R in b = sgn(Rh) is chosen (docs/method.md, section 3).",
+    default=None,
+    help="How R in b = sgn(Rh) is chosen (docs/method.md, section 3)  [default: random-search "
+    "for sdsh, none (sgn(h), as published) for the baselines]",
 )
 @click.option(
     "--init",
@@ -158,6 +188,14 @@ _DEFAULT = TrainConfig()
     show_default=True,
     help="DataLoader workers for image files.",
 )
+@click.option(
+    "--unseen-classes",
+    callback=_split_class_list,
+    default=None,
+    metavar="C1,C2,...",
+    help="With --protocol unseen: the classes held out of training, by number or name "
+    "(e.g. 7,8,9)  [default: 30% of the classes, drawn with --split-seed]",
+)
 @device_option
 @click.option(
     "--out",
@@ -175,6 +213,7 @@ def train_command(
     split_file,
     split_seed,
     bits,
+    method,
     loss,
     alpha,
     rotation,
@@ -195,11 +234,12 @@ def train_command(
     no_augment,
     seed,
     workers,
+    unseen_classes,
     device,
     out,
     quiet,
 ):
-    """Train an SDSH model and write its bundle.
+    """Train a hashing model (SDSH, or a baseline with --method) and write its bundle.
 
     The network embeds images on the unit sphere, trained with a triplet loss; the rotation R
     of the codes b = sgn(Rh) is then chosen on the training images (docs/method.md).
@@ -209,20 +249,34 @@ def train_command(
       hashkit train --data fashion-mnist --bits 32 --out model.pt
       hashkit train --data cifar10 --root ~/data/cifar --bits 12 --loss margin --rotation itq
       hashkit train --data images/ --bits 64 --epochs 10 --out model.pt
+      hashkit train --method hashnet --protocol unseen --bits 32 --out hashnet.pt
     """
     from hashkit.bundle import save_bundle
     from hashkit.encode import resolve_device
+    from hashkit.methods import get_method
     from hashkit.train import train
 
+    _check_method_options(click.get_current_context(), method, protocol, unseen_classes, split_file)
+    rotation = rotation or get_method(method).rotation
     resolve_device(device)  # a device this machine lacks fails now, not after loading data
-    dataset, split = load_data(data, root, protocol, split_file, split_seed)
+    dataset, split = load_data(
+        data, root, protocol, split_file, split_seed, unseen_classes=unseen_classes
+    )
     say = log_factory(quiet)
     say(
         f"{dataset.name}: {len(split.train)} training, {len(split.query)} query, "
         f"{len(split.database)} database images ({split.protocol} protocol)"
     )
+    if split.unseen_classes is not None and _is_default(click.get_current_context(), "batch_size"):
+        # Fewer classes to train on than a default batch holds (7 of Fashion-MNIST's 10):
+        # the batch shrinks to per_class images of each seen class.
+        seen = len(np.unique(dataset.labels[split.train]))
+        if seen * per_class < batch_size:
+            batch_size = seen * per_class
+            say(f"batches of {batch_size}: {per_class} images of each of {seen} seen classes")
     config = TrainConfig(
         bits=bits,
+        method=method,
         loss=loss,
         alpha=alpha,
         backbone=backbone,
@@ -266,3 +320,22 @@ def train_command(
             f"sgn(Rh) {m['map_at_k_rotated']:.4f}"
         )
     click.echo(f"wrote {out} ({bits} bits, sha256 {fingerprint[:12]})")
+
+
+def _is_default(ctx, name: str) -> bool:
+    """True when the option ``name`` was not given (its default is in use)."""
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) == ParameterSource.DEFAULT
+
+
+def _check_method_options(ctx, method, protocol, unseen_classes, split_file) -> None:
+    """Usage errors for options that the chosen method or protocol would silently ignore."""
+    given = {name for name in ("loss", "alpha") if not _is_default(ctx, name)}
+    if method != "sdsh" and given:
+        raise click.UsageError(
+            f"--{sorted(given)[0]} sets SDSH's loss; --method {method} trains with its paper's "
+            "loss and defaults (docs/baselines.md)"
+        )
+    if unseen_classes is not None and (protocol != "unseen" or split_file):
+        raise click.UsageError("--unseen-classes needs --protocol unseen (and no --split file)")

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from hashkit.errors import HashkitError
 
 LOSSES = ("spring", "margin", "likelihood")
+# hashkit's own method (SDSH, with one of LOSSES) and the field's baselines (hashkit.methods).
+METHODS = ("sdsh", "dpsh", "dsh", "hashnet", "dtsh", "greedyhash", "csq", "orthohash")
 ROTATIONS = ("random-search", "itq", "none")
 BACKBONES = ("small-cnn", "resnet18", "resnet50", "alexnet", "vgg16")
 AUGMENTATIONS = ("none", "crop", "crop-flip", "affine")
@@ -30,6 +32,8 @@ class TrainConfig:
     margin or likelihood loss; None for the loss's default), ``backbone``, ``input_size``
     (None: the images' own, or 224 for torchvision backbones), ``pretrained`` (a .pth file,
     "cache" or None).
+    Method: ``method``, one of METHODS: "sdsh" trains with ``loss``; a baseline brings its own
+    network head and loss and ignores ``loss`` and ``alpha`` (hashkit.methods).
     Optimisation: ``epochs``, ``batch_size`` with ``per_class`` images of each class in a
     batch, Adam ``lr`` (cosine-annealed to 0) and ``weight_decay``, ``augment`` (one of
     AUGMENTATIONS), ``seed``, ``device``, ``num_workers``.
@@ -40,6 +44,7 @@ class TrainConfig:
     """
 
     bits: int = 32
+    method: str = "sdsh"
     loss: str = "margin"
     alpha: float | None = None
     backbone: str = "small-cnn"

@@ -1,5 +1,6 @@
 """Training SDSH: a hashing network with a triplet loss over all valid triplets of
 class-balanced mini-batches, then the rotation R (random search, ITQ or none), into a bundle.
+The baselines (hashkit.methods) train the same way with their own head and loss.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from hashkit.data.base import Dataset
 from hashkit.data.protocol import Split
 from hashkit.encode import embed_arrays, input_transform, resolve_device
 from hashkit.errors import DataError, HashkitError
-from hashkit.losses import make_loss
+from hashkit.methods import get_method, make_method_loss
 from hashkit.models import HashNet, NetworkConfig, load_pretrained
 from hashkit.rotation import ROTATIONS, itq_rotation, random_search_rotation
 from hashkit.sampling import ClassBalancedBatchSampler
@@ -44,7 +45,11 @@ def network_config_for(dataset: Dataset, config: TrainConfig) -> NetworkConfig:
     if config.backbone != "small-cnn":
         channels = 3
     return NetworkConfig(
-        bits=config.bits, backbone=config.backbone, input_size=size, channels=channels
+        bits=config.bits,
+        backbone=config.backbone,
+        input_size=size,
+        channels=channels,
+        head=get_method(config.method).head,
     )
 
 
@@ -175,11 +180,12 @@ def train_network(
     """The hashing network trained on the items ``indices`` (int64) of ``dataset``, in eval
     mode on its device, and the mean loss of each epoch.
 
-    Class-balanced batches, every valid triplet of each batch, Adam with a cosine schedule,
-    the augmentation ``config.augment`` (none, crop, crop-flip, affine). The recipe and the
-    training set are checked before any work (HashkitError); a loss that turns NaN or
-    infinite stops the run. ``progress`` gets one bar over every step of every epoch, with the
-    last epoch's loss as its postfix; ``log`` one line per epoch.
+    Class-balanced batches, the loss of ``config.method`` (SDSH's: every valid triplet of
+    each batch), Adam with a cosine schedule, the augmentation ``config.augment`` (none, crop,
+    crop-flip, affine). The recipe and the training set are checked before any work
+    (HashkitError); a loss that turns NaN or infinite stops the run. ``progress`` gets one bar
+    over every step of every epoch, with the last epoch's loss as its postfix; ``log`` one
+    line per epoch.
     """
     log = log or (lambda _msg: None)
     config.check()
@@ -200,8 +206,11 @@ def train_network(
         missing = load_pretrained(net, None if config.pretrained == "cache" else config.pretrained)
         log(f"loaded pretrained weights; {len(missing)} tensors left at random init")
     net.to(device)
-    loss_fn = make_loss(config.loss, config.alpha)
-    optimiser = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # The method decides the loss (and the head, above); a loss may have weights of its own
+    # (GreedyHash's classifier), trained with the network but not kept in the bundle.
+    loss_fn = make_method_loss(config, dataset.labels).to(device)
+    parameters = [*net.parameters(), *loss_fn.parameters()]
+    optimiser = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, config.epochs))
     batches = _training_batches(
         dataset,
@@ -334,6 +343,7 @@ def train(
             "dataset": dataset.name,
             "protocol": split.protocol,
             "split_seed": split.seed,
+            "unseen_classes": split.unseen_classes,
         },
         class_names=list(dataset.class_names),
         metrics=metrics,

@@ -139,3 +139,50 @@ def test_bench_absurd_top_k_is_a_usage_error_before_any_training():
     result = CliRunner().invoke(cli, ["bench", "--bits", "8", "--top-k", str(2**63)])
     assert result.exit_code == 2
     assert "Invalid value for '--top-k'" in result.output
+
+
+def test_eval_compares_several_methods_in_json_and_on_one_figure(tmp_path):
+    q1, lq1 = write_hashkit_store(tmp_path / "q1.h5", 1, 20, 12)
+    b1, lb1 = write_hashkit_store(tmp_path / "b1.h5", 2, 300, 12)
+    q2, lq2 = write_hashkit_store(tmp_path / "q2.h5", 3, 20, 32)
+    b2, lb2 = write_hashkit_store(tmp_path / "b2.h5", 4, 300, 32)
+    plots = tmp_path / "plots"
+    result = invoke(
+        tmp_path / "q1.h5", tmp_path / "b1.h5", "--name", "A",
+        "--compare", "B", tmp_path / "q2.h5", tmp_path / "b2.h5", "--plot", plots, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["map"] == pytest.approx(metrics.mean_average_precision(q1, b1, lq1, lb1, 12))
+    assert out["compare"]["B"]["map"] == pytest.approx(
+        metrics.mean_average_precision(q2, b2, lq2, lb2, 32)
+    )
+    for name in ("pr_curve.png", "precision_at_k.png"):
+        assert (plots / name).read_bytes()[:4] == b"\x89PNG"
+    text = invoke(
+        tmp_path / "q1.h5", tmp_path / "b1.h5", "--compare", "B", tmp_path / "q2.h5",
+        tmp_path / "b2.h5",
+    )  # fmt: skip
+    assert "== q1" in text.output and "== B" in text.output
+
+
+def test_curve_plots_draw_one_labelled_line_per_method():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hashkit.plots import draw_pr_curves, draw_precision_curves
+
+    results = []
+    for seed, label in ((1, "A"), (2, "B"), (3, "C")):
+        q, lq = codes_and_labels(seed, 10, 16)
+        b, lb = codes_and_labels(seed + 10, 100, 16)
+        results.append((label, metrics.evaluate_retrieval(q, b, lq, lb, 16)))
+    fig, axes = plt.subplots(1, 2)
+    draw_pr_curves(axes[0], results)
+    draw_precision_curves(axes[1], results)
+    for ax in axes:
+        assert [line.get_label() for line in ax.lines] == ["A", "B", "C"]
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["A", "B", "C"]
+    plt.close(fig)

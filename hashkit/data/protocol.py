@@ -3,6 +3,12 @@
 - "reduced": ``queries_per_class`` queries per class, database = every other item, training =
   ``train_per_class`` per class sampled from the database (CIFAR-10: 1,000 / 59,000 / 5,000).
 - "full": the same queries, training = database = every other item.
+- "unseen" (Sablayrolles, Douze, Usunier, Jegou, "How should we evaluate supervised hashing?",
+  ICASSP 2017): the classes are split into seen and unseen ones (by default 30% unseen, at
+  least one, drawn with the seed: 3 of 10; or named). Training = ``train_per_class`` items of
+  each seen class; queries = ``queries_per_class`` items of each unseen class; database =
+  every other item of the unseen classes. Nothing the training (or the rotation learned on
+  training items) sees belongs to a class that is searched for. Single-label data only.
 
 Multi-label data (uint8 ``N x C``) are sampled per concept, in concept order: for each concept,
 the queries are drawn among the items that have it and are not yet queries; then, for "reduced",
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +31,8 @@ import numpy as np
 from hashkit.atomic import atomic_path
 from hashkit.errors import DataError
 
-PROTOCOLS = ("reduced", "full")
+PROTOCOLS = ("reduced", "full", "unseen")
+UNSEEN_FRACTION = 0.3
 
 
 @dataclass
@@ -36,6 +44,7 @@ class Split:
     database: np.ndarray
     protocol: str = "custom"
     seed: int = -1
+    unseen_classes: list[int] | None = None
 
     def check(self, n: int | None = None, where: str = "split") -> None:
         """Raise DataError unless every part is a non-empty 1-D integer array of distinct
@@ -60,6 +69,9 @@ class Split:
         """Write the split to ``.npz`` (arrays) or ``.json`` (lists), atomically."""
         path = os.fspath(path)
         arrays = {"train": self.train, "query": self.query, "database": self.database}
+        unseen = {}
+        if self.unseen_classes is not None:
+            unseen["unseen_classes"] = np.asarray(self.unseen_classes, dtype=np.int64)
         with atomic_path(path) as tmp:
             if path.endswith(".npz"):
                 with open(tmp, "wb") as f:
@@ -68,10 +80,13 @@ class Split:
                         **{k: np.asarray(v, dtype=np.int64) for k, v in arrays.items()},
                         protocol=np.array(self.protocol),
                         seed=np.array(self.seed, dtype=np.int64),
+                        **unseen,
                     )
             elif path.endswith(".json"):
                 doc = {k: [int(i) for i in v] for k, v in arrays.items()}
                 doc.update(protocol=self.protocol, seed=int(self.seed))
+                if self.unseen_classes is not None:
+                    doc["unseen_classes"] = [int(c) for c in self.unseen_classes]
                 tmp.write_text(json.dumps(doc), encoding="utf-8")
             else:
                 raise DataError(f"split file {path} must end in .npz or .json")
@@ -103,10 +118,17 @@ def load_split(path: str | os.PathLike, n: int | None = None) -> Split:
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
             raise DataError(f"split file {path}: {k} indices must be integers")
         parts[k] = arr.astype(np.int64).reshape(-1) if arr.ndim <= 1 else arr
+    unseen = doc.get("unseen_classes")
+    if unseen is not None:
+        unseen = np.asarray(unseen)
+        if unseen.ndim != 1 or (unseen.size and not np.issubdtype(unseen.dtype, np.integer)):
+            raise DataError(f"split file {path}: unseen_classes must be a list of class numbers")
+        unseen = [int(c) for c in unseen]
     split = Split(
         **parts,
         protocol=str(np.asarray(doc.get("protocol", "custom"))),
         seed=int(np.asarray(doc.get("seed", -1))),
+        unseen_classes=unseen,
     )
     split.check(n, where=f"split file {path}")
     return split
@@ -119,8 +141,12 @@ def make_split(
     *,
     queries_per_class: int = 100,
     train_per_class: int = 500,
+    unseen_classes: Sequence[int] | None = None,
 ) -> Split:
-    """The split (docs/method.md, section 4) of labels int64 ``N`` or multi-hot uint8 ``N x C``."""
+    """The split of ``protocol`` (see the module docstring and docs/method.md, section 4) for
+    labels int64 ``N`` or multi-hot uint8 ``N x C``. ``unseen_classes`` (class numbers) names
+    the unseen classes of the "unseen" protocol (None: drawn with ``seed``); other protocols
+    refuse it."""
     if labels is None:
         raise DataError(
             "an unlabelled dataset has no protocol split; label it (one sub-folder per class) "
@@ -131,6 +157,10 @@ def make_split(
     labels = np.asarray(labels)
     if labels.ndim not in (1, 2) or len(labels) == 0:
         raise DataError(f"labels must be N or N x C and non-empty, got shape {labels.shape}")
+    if protocol == "unseen":
+        return _unseen_split(labels, seed, unseen_classes, queries_per_class, train_per_class)
+    if unseen_classes is not None:
+        raise DataError(f"unseen classes are named for protocol 'unseen', not {protocol!r}")
     n = len(labels)
     rng = np.random.default_rng(seed)
     # Per class (single label) or per concept (multi-hot): a boolean N mask of its members, and
@@ -183,4 +213,103 @@ def make_split(
         database=database.astype(np.int64),
         protocol=protocol,
         seed=seed,
+    )
+
+
+def default_unseen_count(n_classes: int) -> int:
+    """How many of ``n_classes`` classes the "unseen" protocol holds out by default:
+    30%, at least one (3 of 10)."""
+    return max(1, round(UNSEEN_FRACTION * n_classes))
+
+
+def class_numbers(names_or_numbers: Sequence[str], class_names: Sequence[str]) -> list[int]:
+    """Class numbers (label values) of classes given by name or by number, e.g. from
+    ``--unseen-classes 7,8,9`` or ``--unseen-classes Sneaker,Bag``; DataError for a name or
+    number the data does not have."""
+    out = []
+    for token in names_or_numbers:
+        if token in class_names:
+            out.append(list(class_names).index(token))
+            continue
+        try:
+            number = int(token)
+        except ValueError:
+            number = None
+        if number is None or not 0 <= number < len(class_names):
+            known = ", ".join(f"{i}={n}" for i, n in enumerate(class_names))
+            raise DataError(
+                f"unseen class {token!r} is neither a class name nor a class number of the "
+                f"data (classes: {known})"
+            )
+        out.append(number)
+    return out
+
+
+def _unseen_split(
+    labels: np.ndarray,
+    seed: int,
+    unseen_classes: Sequence[int] | None,
+    queries_per_class: int,
+    train_per_class: int,
+) -> Split:
+    """The "unseen" protocol's split (module docstring)."""
+    if labels.ndim != 1:
+        raise DataError(
+            "the unseen-class protocol needs single-label data: with multi-hot labels an image "
+            "can belong to a seen and an unseen class at once"
+        )
+    classes = np.unique(labels)
+    if len(classes) < 3:
+        raise DataError(
+            f"the unseen-class protocol needs at least 3 classes (2 seen, 1 unseen), the data "
+            f"has {len(classes)}"
+        )
+    rng = np.random.default_rng(seed)
+    if unseen_classes is None:
+        count = default_unseen_count(len(classes))
+        unseen = np.sort(rng.choice(classes, count, replace=False))
+    else:
+        unseen = np.asarray(list(unseen_classes), dtype=np.int64)
+        missing = np.setdiff1d(unseen, classes)
+        if missing.size:
+            raise DataError(
+                f"unseen class {int(missing[0])} has no items in the data (its classes: "
+                f"{', '.join(str(int(c)) for c in classes)})"
+            )
+        if np.unique(unseen).size != unseen.size:
+            raise DataError("unseen classes repeat")
+        if unseen.size == 0 or len(classes) - unseen.size < 2:
+            raise DataError(
+                f"{unseen.size} unseen of {len(classes)} classes: the protocol needs at least "
+                "one unseen class and two seen ones to train on"
+            )
+        unseen = np.sort(unseen)
+    seen = np.setdiff1d(classes, unseen)
+    is_query = np.zeros(len(labels), dtype=bool)
+    for c in unseen:
+        members = np.flatnonzero(labels == c)
+        if members.size <= queries_per_class:
+            raise DataError(
+                f"unseen class {int(c)} has {members.size} items, protocol 'unseen' needs more "
+                f"than {queries_per_class} (queries_per_class={queries_per_class}, and at "
+                "least one left to retrieve)"
+            )
+        is_query[rng.choice(members, queries_per_class, replace=False)] = True
+    is_train = np.zeros(len(labels), dtype=bool)
+    for c in seen:
+        members = np.flatnonzero(labels == c)
+        if members.size < train_per_class:
+            raise DataError(
+                f"seen class {int(c)} has {members.size} items, protocol 'unseen' needs "
+                f"{train_per_class} to train on (train_per_class={train_per_class})"
+            )
+        is_train[rng.choice(members, train_per_class, replace=False)] = True
+    in_unseen = np.isin(labels, unseen)
+    return Split(
+        train=np.flatnonzero(is_train).astype(np.int64),
+        query=np.flatnonzero(is_query).astype(np.int64),
+        database=np.flatnonzero(in_unseen & ~is_query).astype(np.int64),
+        protocol="unseen",
+        seed=seed,
+        unseen_classes=[int(c) for c in unseen],
     )
