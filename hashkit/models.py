@@ -195,7 +195,7 @@ class HashNet(nn.Module):
 def inference_network(net: HashNet) -> HashNet:
     """A copy of ``net`` for inference whose backbone has each batch norm folded into the
     convolution before it (torch.fx): the same ``B x bits`` embeddings up to float rounding
-    (about 1e-7), for about 1.7x the images/s of the small CNN on a CPU
+    (about 1e-7), for about 1.6x the images/s of the small CNN on a CPU
     (benchmarks/speed/encoding.md). ``net`` must be in eval mode (the folding uses the running
     statistics) and is left as it was; the copy is for inference only. A network this function
     returned is returned as it is."""

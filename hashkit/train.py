@@ -25,6 +25,9 @@ from hashkit.models import HashNet, NetworkConfig, load_pretrained
 from hashkit.rotation import ROTATIONS, itq_rotation, random_search_rotation
 from hashkit.sampling import ClassBalancedBatchSampler
 
+# tells the augmentation's random stream apart from the others seeded by the training seed
+AUGMENT_STREAM = 1
+
 
 @dataclass
 class TrainResult:
@@ -80,12 +83,15 @@ def _training_batches(
     batches, each augmented as a whole uint8 batch with draws seeded by ``seed``."""
     from hashkit.data.batches import TrainingBatches
 
+    # Not manual_seed(seed) itself: torch's global generator, which initialises the weights
+    # and draws the dropout masks, is seeded with it too, and the two would share one stream.
+    augment_seed = int(np.random.SeedSequence([seed, AUGMENT_STREAM]).generate_state(1)[0])
     return TrainingBatches(
         dataset,
         indices,
         input_transform(net_config, augment),
         sampler,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(augment_seed),
         num_workers=num_workers,
         device=device,
     )

@@ -6,8 +6,11 @@ crops, 100 epochs, 32 bits; training seed 0, 1, 2 are the trials ``margin1-crop-
 ``-s1``, ``-s2``) with ``benchmarks/tuning/tune.py``'s own ``run_trial``, so everything but the
 code under test is the same: the validation split, the four quantisers, the two scores.
 
-Resumable: each finished seed is kept in training_quality/<trial>.json and skipped when run
-again; ``--report`` only rewrites training_quality/README.md from what is there.
+Resumable: each finished seed is kept in training_quality/<version>/<trial>.json and skipped
+when run again; ``--report`` only rewrites training_quality/README.md from what is there.
+Versions: ``after`` (this tree) and ``same-seed`` (the first version of the new pipeline, whose
+augmentation generator was seeded with the training seed itself, like torch's global
+generator, so that the crops and the weights/dropout drew from one random stream).
 
     nice -n 5 python benchmarks/speed/training_quality.py --seeds 0,1,2 --threads 1
     python benchmarks/speed/training_quality.py --report
@@ -38,14 +41,14 @@ def trial_name(seed: int) -> str:
     return BEFORE if seed == 0 else f"{BEFORE}-s{seed}"
 
 
-def run(seeds: list[int]) -> None:
+def run(seeds: list[int], version: str) -> None:
     sys.path.insert(0, str(TUNING))
     from tune import TRIALS, run_trial
 
-    OUT.mkdir(exist_ok=True)
+    (OUT / version).mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         name = trial_name(seed)
-        out = OUT / f"{name}.json"
+        out = OUT / version / f"{name}.json"
         if out.exists():
             continue
         overrides, search = TRIALS[name]
@@ -75,21 +78,26 @@ def _table(runs: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def _runs(version: str) -> list[dict]:
+    paths = sorted((OUT / version).glob(f"{BEFORE}*.json"))
+    return sorted((json.loads(p.read_text()) for p in paths), key=lambda r: r["config"]["seed"])
+
+
 def report() -> str:
-    after = [json.loads(p.read_text()) for p in sorted(OUT.glob(f"{BEFORE}*.json"))]
-    seeds = [r["config"]["seed"] for r in after]
     before = [json.loads((TUNING / "runs" / f"{trial_name(s)}.json").read_text()) for s in range(3)]
+    versions = {"after": _runs("after"), "same-seed": _runs("same-seed")}
     paired = [
-        "| seed | " + " | ".join(label for _, _, label in SCORES) + " |",
-        "|---|" + "---|" * len(SCORES),
+        "| version | seed | " + " | ".join(label for _, _, label in SCORES) + " |",
+        "|---|---|" + "---|" * len(SCORES),
     ]
-    for r in after:
-        b = before[r["config"]["seed"]]
-        paired.append(
-            f"| {r['config']['seed']} | "
-            + " | ".join(f"{r[k][v] - b[k][v]:+.4f}" for k, v, _ in SCORES)
-            + " |"
-        )
+    for version, runs in versions.items():
+        for r in runs:
+            b = before[r["config"]["seed"]]
+            paired.append(
+                f"| {version} | {r['config']['seed']} | "
+                + " | ".join(f"{r[k][v] - b[k][v]:+.4f}" for k, v, _ in SCORES)
+                + " |"
+            )
     return (
         "# Equal quality after the faster training pipeline\n\n"
         "Validation mAP (benchmarks/tuning's split: 1,000 validation queries carved from the "
@@ -98,7 +106,7 @@ def report() -> str:
         f"`{BEFORE}`, `-s1`, `-s2` (the pipeline before, the class-balanced sampler as it was "
         "then); *after*: the same trials, same sampler, this tree's pipeline "
         "(`training_quality.py`).\n\n"
-        + _table({"before (3 seeds)": before, f"after (seeds {seeds})": after})
+        + _table({"before": before, **versions})
         + "\n\nAfter minus before, paired by training seed:\n\n"
         + "\n".join(paired)
         + "\n\nThe augmentation now draws from its own seeded generator instead of torch's "
@@ -113,6 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds (0-2)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--version", default="after", help="folder the runs go to")
     parser.add_argument("--report", action="store_true", help="only rewrite the README")
     args = parser.parse_args()
     if not args.report:
@@ -120,7 +129,7 @@ def main() -> None:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        run([int(s) for s in args.seeds.split(",") if s])
+        run([int(s) for s in args.seeds.split(",") if s], args.version)
     (OUT / "README.md").write_text(report())
 
 
