@@ -15,8 +15,10 @@ from hashkit.cli.options import (
     data_options,
     data_source,
     device_option,
+    launch_rank,
     load_data,
     quiet_option,
+    training_processes,
 )
 from hashkit.cli.progress import log_factory, progress_factory
 from hashkit.cli.search import gpu_option
@@ -101,6 +103,7 @@ def bench_command(
     from hashkit.train import train
 
     resolve_device(device)  # a device this machine lacks fails now, not after loading data
+    quiet = quiet or launch_rank() > 0
     say = log_factory(quiet)
     progress = progress_factory(quiet)
     if model is not None:
@@ -111,14 +114,17 @@ def bench_command(
     else:
         dataset, split = load_data(data, root, protocol, split_file, split_seed)
         say(f"no --model: training a {bits}-bit model with the default recipe")
-        result = train(
-            dataset,
-            split,
-            TrainConfig(bits=bits, epochs=epochs, device=device),
-            progress=progress,
-            log=say,
-            evaluate=False,
-        )
+        with training_processes() as rank:  # data-parallel when launched by torchrun
+            result = train(
+                dataset,
+                split,
+                TrainConfig(bits=bits, epochs=epochs, device=device),
+                progress=progress,
+                log=say,
+                evaluate=False,
+            )
+        if rank > 0:
+            return  # rank 0 alone benchmarks the model all ranks trained
         bundle = result.bundle
         bundle.train_config.update(data_source(data, root, split_file))
         model_path = Path(out_dir) / "model.pt"

@@ -101,7 +101,8 @@ def encode_command(
         {"the output CODES.h5": out},
         {"the model (--model)": model, "the data": source or data, "the split": split_file},
     )
-    from hashkit.sharded_encode import encode_sharded, launched_by_torchrun
+    from hashkit.distributed import launched_by_torchrun
+    from hashkit.sharded_encode import encode_sharded
 
     bundle = load_bundle(model)
     sharded = launched_by_torchrun()

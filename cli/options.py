@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -240,3 +241,24 @@ def encoding_options(func):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def launch_rank() -> int:
+    """This process's rank when torchrun started several (``$RANK``), else 0: ranks other
+    than 0 stay quiet."""
+    from hashkit.distributed import launched_by_torchrun
+
+    return int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
+
+
+@contextlib.contextmanager
+def training_processes():
+    """The process group of torchrun's processes (yields this rank), or nothing for a plain
+    run (yields 0)."""
+    from hashkit.distributed import launched_by_torchrun, process_group
+
+    if not launched_by_torchrun():
+        yield 0
+        return
+    with process_group() as (rank, _world):
+        yield rank

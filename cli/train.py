@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 import numpy as np
 
@@ -12,8 +15,10 @@ from hashkit.cli.options import (
     data_options,
     data_source,
     device_option,
+    launch_rank,
     load_data,
     quiet_option,
+    training_processes,
 )
 from hashkit.cli.progress import log_factory, progress_factory
 from hashkit.config import (
@@ -196,6 +201,27 @@ def _split_class_list(ctx, param, value):
     help="With --protocol unseen: the classes held out of training, by number or name "
     "(e.g. 7,8,9)  [default: 30% of the classes, drawn with --split-seed]",
 )
+@click.option(
+    "--val-images",
+    type=click.IntRange(0),
+    default=_DEFAULT.val_images,
+    show_default=True,
+    help="Training images held out of training as validation queries; their mAP against the "
+    "other training images is logged after every epoch (0: none).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run whose checkpoint (--checkpoint) a killed or interrupted run left; "
+    "it ends with the bundle the uninterrupted run would have written.",
+)
+@click.option(
+    "--checkpoint",
+    type=FilePath(dir_okay=False, output=True),
+    default=None,
+    help="Checkpoint written after every epoch and removed once the bundle is written  "
+    "[default: --out with .ckpt, e.g. model.ckpt]",
+)
 @device_option
 @click.option(
     "--out",
@@ -235,6 +261,9 @@ def train_command(
     seed,
     workers,
     unseen_classes,
+    val_images,
+    resume,
+    checkpoint,
     device,
     out,
     quiet,
@@ -244,21 +273,35 @@ def train_command(
     The network embeds images on the unit sphere, trained with a triplet loss; the rotation R
     of the codes b = sgn(Rh) is then chosen on the training images (docs/method.md).
 
+    After every epoch a checkpoint (model.ckpt beside model.pt) and a line of model.epochs.csv
+    (loss, learning rate, validation mAP) are written; --resume continues a run that was
+    killed. Launched by torchrun, training runs data-parallel on every process (docs/scaling.md).
+
     \b
     Examples:
       hashkit train --data fashion-mnist --bits 32 --out model.pt
       hashkit train --data cifar10 --root ~/data/cifar --bits 12 --loss margin --rotation itq
       hashkit train --data images/ --bits 64 --epochs 10 --out model.pt
       hashkit train --method hashnet --protocol unseen --bits 32 --out hashnet.pt
+      hashkit train --bits 32 --out model.pt --resume          # after a crash
+      torchrun --nproc-per-node 2 -m hashkit train --bits 32 --out model.pt
     """
     from hashkit.bundle import save_bundle
+    from hashkit.checkpoint import checkpoint_path_for
     from hashkit.encode import resolve_device
+    from hashkit.epoch_log import epoch_log_path_for
     from hashkit.methods import get_method
     from hashkit.train import train
 
+    quiet = quiet or launch_rank() > 0
     _check_method_options(click.get_current_context(), method, protocol, unseen_classes, split_file)
     rotation = rotation or get_method(method).rotation
     resolve_device(device)  # a device this machine lacks fails now, not after loading data
+    checkpoint = checkpoint or checkpoint_path_for(out)
+    if not resume and os.path.exists(checkpoint):
+        raise click.UsageError(
+            f"{checkpoint} holds an unfinished run: continue it with --resume, or remove it"
+        )
     dataset, split = load_data(
         data, root, protocol, split_file, split_seed, unseen_classes=unseen_classes
     )
@@ -297,10 +340,24 @@ def train_command(
         rotation_seed=rotation_seed,
         itq_iterations=itq_iterations,
         num_workers=workers,
+        val_images=val_images,
     )
-    result = train(dataset, split, config, progress=progress_factory(quiet), log=say)
+    with training_processes() as rank:
+        result = train(
+            dataset,
+            split,
+            config,
+            progress=progress_factory(quiet),
+            log=log_factory(quiet),
+            checkpoint=checkpoint,
+            resume=resume,
+            epoch_log=epoch_log_path_for(out),
+        )
+    if rank > 0:
+        return
     result.bundle.train_config.update(data_source(data, root, split_file))
     fingerprint = save_bundle(result.bundle, out)
+    Path(checkpoint).unlink(missing_ok=True)
     m = result.metrics
     chosen = {"random-search": f"random search from {rotation_init}", "itq": "ITQ"}.get(
         rotation, "no rotation"

@@ -37,6 +37,8 @@ class TrainConfig:
     Optimisation: ``epochs``, ``batch_size`` with ``per_class`` images of each class in a
     batch, Adam ``lr`` (cosine-annealed to 0) and ``weight_decay``, ``augment`` (one of
     AUGMENTATIONS), ``seed``, ``device``, ``num_workers``.
+    Validation: ``val_images`` training images held out of training, whose mAP against the
+    other training images is logged after every epoch (0: none).
     Quantisation: ``rotation`` (random-search, itq, none), ``rotation_init`` (identity or itq:
     where the search starts), ``rotation_steps`` (T), ``rotation_queries`` and
     ``rotation_database`` (training images the search scores), ``rotation_seed`` (None: the
@@ -66,6 +68,7 @@ class TrainConfig:
     rotation_seed: int | None = None
     itq_iterations: int = 50
     num_workers: int = 0
+    val_images: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +87,7 @@ class TrainConfig:
         _integer("rotation_database", self.rotation_database, 1)
         _integer("itq_iterations", self.itq_iterations, 1)
         _integer("num_workers", self.num_workers, 0)
+        _integer("val_images", self.val_images, 0)
         if self.input_size is not None:
             _integer("input_size", self.input_size, 1)
         _finite("lr", self.lr, 0.0, strict=True)

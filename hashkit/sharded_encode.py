@@ -18,38 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hashkit.distributed import process_group, shard
 from hashkit.errors import HashkitError
-
-
-def launched_by_torchrun() -> bool:
-    """Whether this process is one of several ranks started by torchrun."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-@contextlib.contextmanager
-def process_group():
-    """The default process group from torchrun's environment, set up and torn down here
-    (or the one already set up); yields ``(rank, world size)``."""
-    import torch
-    import torch.distributed as dist
-
-    own = not dist.is_initialized()
-    if own:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
-    try:
-        yield dist.get_rank(), dist.get_world_size()
-    finally:
-        if own:
-            dist.destroy_process_group()
-
-
-def shard(n: int, rank: int, world: int) -> np.ndarray:
-    """Positions ``0..n-1`` of rank ``rank``'s share: contiguous, in order, sizes differing by
-    at most one, so that the shares of ranks 0..world-1 concatenate to ``0..n-1``."""
-    return np.array_split(np.arange(n, dtype=np.int64), world)[rank]
 
 
 def encode_sharded(

@@ -6,6 +6,7 @@ The baselines (hashkit.methods) train the same way with their own head and loss.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,8 +26,18 @@ from hashkit.models import HashNet, NetworkConfig, load_pretrained
 from hashkit.rotation import ROTATIONS, itq_rotation, random_search_rotation
 from hashkit.sampling import ClassBalancedBatchSampler
 
-# tells the augmentation's random stream apart from the others seeded by the training seed
+# tell the augmentation's and the dropout's random streams apart from the others seeded by the
+# training seed
 AUGMENT_STREAM = 1
+DROPOUT_STREAM = 2
+VALIDATION_STREAM = 3
+
+
+def _stream_seed(seed: int, stream: int, rank: int = 0) -> int:
+    """A seed of its own for the random stream ``stream`` of rank ``rank`` (rank 0's is the
+    one a single process uses)."""
+    key = [seed, stream] if rank == 0 else [seed, stream, rank]
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
 @dataclass
@@ -78,14 +89,16 @@ def _training_batches(
     *,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    stream: int = 0,
 ):
     """The training batches ``(x on device, labels, dataset indices)`` of ``sampler``'s
-    batches, each augmented as a whole uint8 batch with draws seeded by ``seed``."""
+    batches, each augmented as a whole uint8 batch with draws seeded by ``seed`` (and the
+    rank ``stream`` of a data-parallel run, whose ranks each draw their own)."""
     from hashkit.data.batches import TrainingBatches
 
     # Not manual_seed(seed) itself: torch's global generator, which initialises the weights
     # and draws the dropout masks, is seeded with it too, and the two would share one stream.
-    augment_seed = int(np.random.SeedSequence([seed, AUGMENT_STREAM]).generate_state(1)[0])
+    augment_seed = _stream_seed(seed, AUGMENT_STREAM, stream)
     return TrainingBatches(
         dataset,
         indices,
@@ -182,6 +195,10 @@ def train_network(
     *,
     progress: Callable | None = None,
     log: Callable[[str], None] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    epoch_log: str | os.PathLike | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[HashNet, list[float]]:
     """The hashing network trained on the items ``indices`` (int64) of ``dataset``, in eval
     mode on its device, and the mean loss of each epoch.
@@ -192,13 +209,30 @@ def train_network(
     (HashkitError); a loss that turns NaN or infinite stops the run. ``progress`` gets one bar
     over every step of every epoch, with the last epoch's loss as its postfix; ``log`` one
     line per epoch.
+
+    Launched by torchrun (a process group is set up), the run is data-parallel
+    (:mod:`hashkit.distributed`): each rank trains on its slice of every global batch of
+    ``config.batch_size`` and the loss spans the global batch; every rank returns the same
+    network. ``checkpoint``: a file written (by rank 0) after every epoch; with ``resume`` the
+    run starts from it and ends as the uninterrupted run would. ``epoch_log``: the per-epoch
+    CSV (hashkit.epoch_log). ``validation``: ``(query items, database items)`` of ``dataset``
+    whose sgn(h) mAP is measured after every epoch (by rank 0) and logged.
     """
+    from hashkit import distributed
+    from hashkit.checkpoint import load_checkpoint, save_checkpoint, training_identity
+
     log = log or (lambda _msg: None)
     config.check()
     if dataset.labels is None:
         raise DataError(f"dataset {dataset.name!r} has no labels: supervised training needs them")
     if len(indices) < 2:
         raise DataError("the training split holds fewer than 2 images")
+    rank, world = distributed.rank_and_world()
+    if config.batch_size % world:
+        raise HashkitError(
+            f"a batch of {config.batch_size} cannot be split evenly over {world} processes; "
+            "choose a batch size that is a multiple of the process count"
+        )
     # built first: it refuses a training set whose batches could hold no triplet
     sampler = ClassBalancedBatchSampler(
         dataset.labels[indices], config.batch_size, config.per_class, seed=config.seed
@@ -213,7 +247,9 @@ def train_network(
         log(f"loaded pretrained weights; {len(missing)} tensors left at random init")
     net.to(device)
     # The method decides the loss (and the head, above); a loss may have weights of its own
-    # (GreedyHash's classifier), trained with the network but not kept in the bundle.
+    # (GreedyHash's classifier), trained with the network but not kept in the bundle. Every
+    # rank computes the same loss of the same global batch, so these weights' gradients are
+    # already equal on every rank and need no averaging.
     loss_fn = make_method_loss(config, dataset.labels).to(device)
     parameters = [*net.parameters(), *loss_fn.parameters()]
     optimiser = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
@@ -222,26 +258,64 @@ def train_network(
         dataset,
         indices,
         net_config,
-        sampler,
+        distributed.RankShare(sampler, rank, world) if world > 1 else sampler,
         config.augment,
         config.num_workers,
         seed=config.seed,
         device=device,
+        stream=rank,
     )
-    per_epoch = len(sampler)
-    # one bar over every step of every epoch (its ETA covers the whole run); the sampler's
-    # len() is exactly the batches it yields, so epochs end on multiples of per_epoch
-    steps = (batch for _ in range(config.epochs) for batch in batches)
-    if progress is not None:
-        steps = progress(steps, total=config.epochs * per_epoch, desc="training", unit="step")
-    show = getattr(steps, "set_postfix", None)
+    if rank > 0:
+        # the same weights and loss on every rank (built above from the training seed; DDP
+        # also sends rank 0's weights), but dropout masks of its own
+        torch.manual_seed(_stream_seed(config.seed, DROPOUT_STREAM, rank))
+    identity = training_identity(config.to_dict(), dataset.name, indices, world)
     epoch_losses: list[float] = []
-    started = time.perf_counter()
+    records: list[dict] = []
+    if resume:
+        if checkpoint is None:
+            raise HashkitError("resume needs the checkpoint file to resume from")
+        state = load_checkpoint(checkpoint, identity)
+        net.load_state_dict(state["net"])
+        loss_fn.load_state_dict(state["loss"])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"][rank])
+        batches.generator.set_state(state["augment_rng"][rank])
+        if device.type == "cuda" and state.get("cuda_rng"):
+            torch.cuda.set_rng_state(state["cuda_rng"][rank], device)
+        epoch_losses = list(state["epoch_losses"])
+        records = list(state["records"])
+        log(f"resumed from {checkpoint} after epoch {len(epoch_losses)}/{config.epochs}")
+    writer = None
+    if epoch_log is not None and rank == 0:
+        from hashkit.epoch_log import EpochLog
+
+        writer = EpochLog(epoch_log, records)
+    model = net
+    swapped = []
+    if world > 1:
+        swapped = distributed.sync_batch_norms(net, device)
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    first = len(epoch_losses)
+    per_epoch = len(sampler)
+    # one bar over every step of every epoch left (its ETA covers the whole run); the
+    # sampler's len() is exactly the batches it yields, so epochs end on multiples of per_epoch
+    steps = (batch for _ in range(first, config.epochs) for batch in batches)
+    if progress is not None:
+        steps = progress(
+            steps, total=(config.epochs - first) * per_epoch, desc="training", unit="step"
+        )
+    show = getattr(steps, "set_postfix", None)
+    started = time.perf_counter() - (records[-1]["seconds"] if records else 0.0)
     total, count = 0.0, 0
-    net.train()
+    model.train()
     for step, (x, y, _) in enumerate(steps, 1):
-        h = net(x.to(device, non_blocking=True))
-        loss = loss_fn(h, y.to(device))
+        h = distributed.gather_batch(model(x.to(device, non_blocking=True)))
+        loss = loss_fn(h, distributed.gather_labels(y.to(device)))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -251,22 +325,106 @@ def train_network(
                 f"training diverged in epoch {len(epoch_losses) + 1} (loss {value}); "
                 "lower the learning rate"
             )
-        total += value * len(x)
-        count += len(x)
+        total += value * len(h)
+        count += len(h)
         if step % per_epoch:
             continue
+        lr = optimiser.param_groups[0]["lr"]
         scheduler.step()
         epoch_losses.append(total / count)
         total, count = 0.0, 0
         epoch = len(epoch_losses)
+        record = {
+            "epoch": epoch,
+            "loss": epoch_losses[-1],
+            "lr": lr,
+            "seconds": round(time.perf_counter() - started, 3),
+            "val_map": None,
+        }
+        if validation is not None and rank == 0:
+            record["val_map"] = _validation_map(net, dataset, validation, config, device)
+            model.train()
+        records.append(record)
+        if checkpoint is not None:
+            _save_training_state(
+                checkpoint, net, loss_fn, optimiser, scheduler, sampler, batches, identity,
+                epoch_losses, records, rank, device, save_checkpoint,
+            )  # fmt: skip
+        if writer is not None:
+            writer.add(record)
         if show is not None:
             show(epoch=f"{epoch}/{config.epochs}", loss=f"{epoch_losses[-1]:.4f}", refresh=False)
+        val = "" if record["val_map"] is None else f"  validation mAP {record['val_map']:.4f}"
         log(
-            f"epoch {epoch}/{config.epochs}  loss {epoch_losses[-1]:.4f}  "
-            f"({time.perf_counter() - started:.0f}s)"
+            f"epoch {epoch}/{config.epochs}  loss {epoch_losses[-1]:.4f}{val}  "
+            f"({record['seconds']:.0f}s)"
         )
+    if writer is not None:
+        writer.close()
+    distributed.restore_batch_norms(swapped)
     net.eval()
+    if world > 1:
+        _check_ranks_agree(net)
     return net, epoch_losses
+
+
+def _validation_map(net, dataset, validation, config, device) -> float:
+    """mAP of sgn(h) of the validation queries against the validation database."""
+    from hashkit.metrics import mean_average_precision
+
+    query, database = validation
+    net.eval()
+    with torch.no_grad():
+        hq = embed_dataset(net, dataset, query, device, num_workers=config.num_workers)
+        hd = embed_dataset(net, dataset, database, device, num_workers=config.num_workers)
+    labels = dataset.labels
+    return mean_average_precision(
+        sign_codes(hq), sign_codes(hd), labels[query], labels[database], config.bits
+    )
+
+
+def _save_training_state(
+    path, net, loss_fn, optimiser, scheduler, sampler, batches, identity, epoch_losses,
+    records, rank, device, save,
+) -> None:  # fmt: skip
+    """Rank 0 writes the checkpoint, with every rank's random streams."""
+    from hashkit import distributed
+
+    streams = distributed.gather_objects(
+        (
+            torch.get_rng_state(),
+            batches.generator.get_state(),
+            torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        )
+    )
+    if rank != 0:
+        return
+    save(
+        path,
+        {
+            "identity": identity,
+            "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "loss": loss_fn.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "sampler": sampler.state_dict(),
+            "torch_rng": [s[0] for s in streams],
+            "augment_rng": [s[1] for s in streams],
+            "cuda_rng": [s[2] for s in streams] if device.type == "cuda" else [],
+            "epoch_losses": list(epoch_losses),
+            "records": list(records),
+        },
+    )
+
+
+def _check_ranks_agree(net: HashNet) -> None:
+    """HashkitError unless every rank ends with the same weights (DDP keeps them equal)."""
+    from hashkit import distributed
+
+    total = sum(float(v.double().sum()) for v in net.state_dict().values() if v.is_floating_point())
+    sums = distributed.gather_objects(total)
+    if any(abs(s - sums[0]) > 1e-6 * max(1.0, abs(sums[0])) for s in sums):
+        raise HashkitError(f"the processes ended with different networks (weight sums {sums})")
 
 
 def train(
@@ -277,6 +435,9 @@ def train(
     progress: Callable | None = None,
     log: Callable[[str], None] | None = None,
     evaluate: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    epoch_log: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train a hashing network on ``split.train`` and learn its rotation.
 
@@ -287,17 +448,102 @@ def train(
     the bundle's metrics as ``train_map_sign``, ``train_map_rotated``, ``map_sign`` and
     ``map_rotated``, with the query mAP@k of the protocol (``top_k``: 5,000 for multi-label
     data, else 1,000) as ``map_at_k_sign`` and ``map_at_k_rotated``.
+
+    ``config.val_images`` > 0 holds that many training images out of training, as validation
+    queries against the other training images (their mAP is logged after every epoch).
+    ``checkpoint``, ``resume`` and ``epoch_log``: see ``train_network``. Launched by torchrun,
+    every rank trains; rank 0 alone learns the rotation and evaluates, and every rank returns
+    its bundle.
     """
-    from hashkit.metrics import evaluate_retrieval, mean_average_precision, protocol_top_k
+    from hashkit import distributed
 
     log = log or (lambda _msg: None)
     started = time.perf_counter()
-    net, epoch_losses = train_network(dataset, split.train, config, progress=progress, log=log)
+    train_items, validation = split.train, None
+    if config.val_images:
+        train_items, validation = validation_items(dataset, split.train, config)
+        log(
+            f"validation: {len(validation[0])} of the training images, against "
+            f"{len(validation[1])} others; training on {len(train_items)}"
+        )
+    net, epoch_losses = train_network(
+        dataset,
+        train_items,
+        config,
+        progress=progress,
+        log=log,
+        checkpoint=checkpoint,
+        resume=resume,
+        epoch_log=epoch_log,
+        validation=validation,
+    )
+    rank, _ = distributed.rank_and_world()
+    outcome = None
+    if rank == 0:
+        try:
+            outcome = ("", *_rotation_and_metrics(
+                net, dataset, split, train_items, config, progress, log, evaluate, started
+            ))  # fmt: skip
+        except HashkitError as exc:
+            outcome = (str(exc), None, None)
+        finally:
+            outcome = distributed.broadcast_object(outcome)
+    else:
+        outcome = distributed.broadcast_object(outcome)
+    if outcome is None:
+        raise HashkitError("the process of rank 0 failed after training (see its error)")
+    error, rotation, metrics = outcome
+    if error:
+        raise HashkitError(error)
+    bundle = Bundle(
+        network=net.config,
+        state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()},
+        rotation=rotation,
+        train_config={
+            **config.to_dict(),
+            "dataset": dataset.name,
+            "protocol": split.protocol,
+            "split_seed": split.seed,
+            "unseen_classes": split.unseen_classes,
+        },
+        class_names=list(dataset.class_names),
+        metrics=metrics,
+    )
+    return TrainResult(bundle=bundle, epoch_losses=epoch_losses, metrics=metrics)
+
+
+def validation_items(
+    dataset: Dataset, train: np.ndarray, config: TrainConfig
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """``(training items left, (validation queries, validation database))``: ``val_images``
+    of ``train`` drawn with the training seed (sorted), and as their database the other
+    training items (up to ``rotation_database`` of them)."""
+    if config.val_images >= len(train) - 1:
+        raise DataError(
+            f"{config.val_images} validation images leave too few of the {len(train)} training "
+            "images to train on"
+        )
+    rng = np.random.default_rng([config.seed, VALIDATION_STREAM])
+    order = rng.permutation(len(train))
+    queries = np.sort(train[order[: config.val_images]])
+    rest = np.sort(train[order[config.val_images :]])
+    database = rest
+    if len(rest) > config.rotation_database:
+        database = np.sort(rng.choice(rest, config.rotation_database, replace=False))
+    return rest, (queries, database)
+
+
+def _rotation_and_metrics(
+    net, dataset, split, train_items, config, progress, log, evaluate, started
+):
+    """The rotation learned on the training items and the metrics ``train`` documents."""
+    from hashkit.metrics import evaluate_retrieval, mean_average_precision, protocol_top_k
+
     device = next(net.parameters()).device
     h_train = embed_dataset(
-        net, dataset, split.train, device, progress=progress, num_workers=config.num_workers
+        net, dataset, train_items, device, progress=progress, num_workers=config.num_workers
     )
-    labels_train = dataset.labels[split.train]
+    labels_train = dataset.labels[train_items]
     log(f"learning the rotation ({config.rotation})")
     rotation, search_info = learn_rotation(h_train, labels_train, config, progress=progress)
     metrics = {"train_seconds": time.perf_counter() - started, **search_info}
@@ -340,18 +586,4 @@ def train(
             f"sgn(Rh) {metrics['map_rotated']:.4f}; mAP@{k}: sgn(h) "
             f"{metrics['map_at_k_sign']:.4f}, sgn(Rh) {metrics['map_at_k_rotated']:.4f}"
         )
-    bundle = Bundle(
-        network=net.config,
-        state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()},
-        rotation=rotation,
-        train_config={
-            **config.to_dict(),
-            "dataset": dataset.name,
-            "protocol": split.protocol,
-            "split_seed": split.seed,
-            "unseen_classes": split.unseen_classes,
-        },
-        class_names=list(dataset.class_names),
-        metrics=metrics,
-    )
-    return TrainResult(bundle=bundle, epoch_losses=epoch_losses, metrics=metrics)
+    return rotation, metrics

@@ -50,6 +50,13 @@ class HashNetLoss(nn.Module):
         self.power = power
         self.iteration = 0
 
+    def get_extra_state(self) -> dict:
+        """The iteration count, so that a checkpoint resumes the continuation schedule."""
+        return {"iteration": self.iteration}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.iteration = int(state["iteration"])
+
     @property
     def beta(self) -> float:
         """The scale of tanh(beta z) at the current iteration."""
