@@ -13,9 +13,12 @@ Schema (readable with plain h5py):
 - attributes: ``bits`` (required), ``bit_order`` ("little"; a store without it, or with
   "big", holds the older layout and is converted when read), ``model_fingerprint`` (sha256
   of the model bundle, may be empty), ``hashkit_version``, ``created`` (ISO 8601 UTC),
-  ``uuid`` (random hex, names this store in an index's sidecar), and optionally ``modified``
-  (last append), ``class_names`` (JSON list), ``model_path``, ``dataset``, ``part``,
-  ``protocol``.
+  ``uuid`` (random hex, names this store in an index's sidecar), ``ids_crc32`` (zlib CRC-32
+  of the ids in row order, int64 little-endian: ``hashkit add`` checks an index against it
+  instead of reading the ids), and optionally ``modified`` (last append), ``class_names``
+  (JSON list), ``model_path``, ``dataset``, ``part``, ``protocol``.
+- written by hashkit beside the rows, for ``hashkit add``: ``path_hashes`` and
+  ``path_hash_rows``, sorted hashes of the stored paths (:mod:`hashkit.stored_paths`).
 
 A store that grows (``StoreWriter.append_to``) is segmented: its rows live in immutable
 segment files and the datasets above are HDF5 virtual datasets over them
@@ -89,7 +92,7 @@ def _h5py():
 def ids_crc32(ids: np.ndarray, crc: int = 0) -> int:
     """zlib CRC-32 of ids (int64 N) as little-endian bytes, continuing from ``crc``: the
     checksum of a store's ids in row order, extended one appended batch at a time."""
-    return zlib.crc32(np.ascontiguousarray(ids, dtype="<i8").tobytes(), crc)
+    return zlib.crc32(np.ascontiguousarray(ids, dtype="<i8"), crc)  # no copy of int64 ids
 
 
 def check_ids(ids, what: str = "ids") -> np.ndarray:
