@@ -9,9 +9,10 @@ or a segment of a segmented one, :mod:`hashkit.segments`) carries, written with 
   was written) and ``relative_paths`` (how many stored paths are relative: see below);
 - ``path_hash_rows``: int64 ``m``, the row in that file of each hash.
 
-A lookup reads the 8 bytes per stored path of ``path_hashes``, binary-searches the new paths'
-hashes in them, and confirms each hit against the stored path itself, so a hash collision
-never makes ``add`` skip an image.
+A lookup binary-searches the new paths' hashes in ``path_hashes`` (mapped from the file, so
+it reads only the pages the search visits, at most the 8 bytes per stored path), and
+confirms each hit against the stored path itself, so a hash collision never makes ``add``
+skip an image.
 
 Files written without these datasets (older hashkit, other programs) get them computed once
 from their paths; for a segment, which never changes, they are kept in a cache file beside
@@ -140,9 +141,19 @@ def _valid(f, n_rows: int) -> bool:
     )
 
 
+def _hashes(ds, file: Path) -> np.ndarray:
+    """The sorted hashes of an open ``path_hashes`` dataset in ``file``: mapped from the file
+    where they lie in it as one plain array (what hashkit writes), so that a lookup reads
+    only the pages its binary search visits; else read."""
+    offset = ds.id.get_offset()
+    if offset is None or ds.chunks is not None or ds.dtype != np.dtype("<u8") or not len(ds):
+        return ds[...]
+    return np.memmap(file, dtype="<u8", mode="r", offset=offset, shape=ds.shape)
+
+
 @dataclass
 class _Source:
-    """One file's hashes, in memory (8 bytes per stored path); the row of each hash and the
+    """One file's hashes (mapped from the file, or in memory); the row of each hash and the
     paths themselves are read from the files only for hits."""
 
     file: Path  # the file holding the rows' paths
@@ -188,7 +199,7 @@ class StoredPaths:
             if _valid(f, n_rows):
                 if int(f[HASHES].attrs.get("relative_paths", 0)):
                     self._read_whole(paths)
-                self._sources.append(_Source(file, f[HASHES][...], file))
+                self._sources.append(_Source(file, _hashes(f[HASHES], file), file))
                 return
             if cache and self._load_cache(file, n_rows, paths):
                 return
@@ -217,7 +228,7 @@ class StoredPaths:
                     return False
                 if int(c[HASHES].attrs.get("relative_paths", 0)):
                     self._read_whole(paths)
-                self._sources.append(_Source(file, c[HASHES][...], cached))
+                self._sources.append(_Source(file, _hashes(c[HASHES], cached), cached))
                 return True
         except OSError:
             return False
