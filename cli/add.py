@@ -38,10 +38,9 @@ def add_command(index_path, images, model, batch_size, workers, strict, device, 
     from hashkit.bundle import load_bundle
     from hashkit.encode import find_images
     from hashkit.errors import ModelError
-    from hashkit.index import add_images, read_snapshot
+    from hashkit.index import add_images, index_model
 
-    info = read_snapshot(index_path).info
-    model_path = Path(model) if model else info.model
+    model_path = Path(model) if model else index_model(index_path)
     if model_path is None:
         raise ModelError(f"{index_path} does not name its model: pass --model")
     bundle = load_bundle(model_path)

@@ -31,11 +31,15 @@ import numpy as np
 
 from hashkit.atomic import PendingFile, pid_alive, temp_owner, write_error
 from hashkit.errors import DataError
+from hashkit.stored_paths import CACHE_SUFFIX
 
 LAYOUT = "segmented"
 COLUMNS = ("codes", "ids", "paths", "labels")
 # Attributes that describe the segmented layout, not the store: dropped by compaction.
 LAYOUT_ATTRS = ("layout", "segments", "next_id")
+# The zlib CRC-32 of the store's ids in row order (int64 little-endian): lets an index be
+# checked against its store without reading the ids (hashkit.index.compat).
+IDS_CRC32 = "ids_crc32"
 
 
 def segment_dir(store: str | os.PathLike) -> Path:
@@ -103,11 +107,13 @@ def build_main(
     *,
     bits: int,
     next_id: int,
+    ids_crc32: int | None = None,
 ) -> None:
     """Write the main file of a segmented store to ``pending.tmp``: virtual datasets over
     ``segments`` (``[(file relative to the store's folder, rows)]``, at least one) and
     ``attrs`` (the store's attributes; the layout ones are set here, ``next_id`` one more
-    than the largest id)."""
+    than the largest id, ``ids_crc32`` the checksum of all the segments' ids, or None when
+    unknown)."""
     import h5py
 
     store = pending.target
@@ -134,8 +140,10 @@ def build_main(
                     start += rows
                 f.create_virtual_dataset(name, layout)
             for key, value in attrs.items():
-                if key not in LAYOUT_ATTRS:
+                if key not in LAYOUT_ATTRS and key != IDS_CRC32:
                     f.attrs[key] = value
+            if ids_crc32 is not None:
+                f.attrs[IDS_CRC32] = ids_crc32
             f.attrs["layout"] = LAYOUT
             f.attrs["segments"] = json.dumps([[file, rows] for file, rows in segments])
             f.attrs["bits"] = bits
@@ -162,8 +170,9 @@ def referenced_segments(store: Path) -> set[Path]:
 
 
 def remove_unreferenced_segments(store: str | os.PathLike) -> list[Path]:
-    """Remove the segment files that the store's main file does not name, and temporary
-    files of dead writers, in ``<store>.d``; the folder goes when empty. The caller holds the
+    """Remove the segment files that the store's main file does not name, their path-hash
+    caches (:mod:`hashkit.stored_paths`), and temporary files of dead writers, in
+    ``<store>.d``; the folder goes when empty. The caller holds the
     store's lock (no live writer has segments waiting for their commit)."""
     store = Path(store)
     folder = segment_dir(store)
@@ -182,7 +191,12 @@ def remove_unreferenced_segments(store: str | os.PathLike) -> list[Path]:
             and entry.name.endswith(".h5")
             and os.path.normpath(entry.path) not in keep
         )
-        if stale_temp or orphan:
+        orphan_cache = (
+            owner is None
+            and entry.name.endswith(CACHE_SUFFIX)
+            and os.path.normpath(entry.path[: -len(CACHE_SUFFIX)]) not in keep
+        )
+        if stale_temp or orphan or orphan_cache:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))

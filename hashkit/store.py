@@ -13,9 +13,12 @@ Schema (readable with plain h5py):
 - attributes: ``bits`` (required), ``bit_order`` ("little"; a store without it, or with
   "big", holds the older layout and is converted when read), ``model_fingerprint`` (sha256
   of the model bundle, may be empty), ``hashkit_version``, ``created`` (ISO 8601 UTC),
-  ``uuid`` (random hex, names this store in an index's sidecar), and optionally ``modified``
-  (last append), ``class_names`` (JSON list), ``model_path``, ``dataset``, ``part``,
-  ``protocol``.
+  ``uuid`` (random hex, names this store in an index's sidecar), ``ids_crc32`` (zlib CRC-32
+  of the ids in row order, int64 little-endian: ``hashkit add`` checks an index against it
+  instead of reading the ids), and optionally ``modified`` (last append), ``class_names``
+  (JSON list), ``model_path``, ``dataset``, ``part``, ``protocol``.
+- written by hashkit beside the rows, for ``hashkit add``: ``path_hashes`` and
+  ``path_hash_rows``, sorted hashes of the stored paths (:mod:`hashkit.stored_paths`).
 
 A store that grows (``StoreWriter.append_to``) is segmented: its rows live in immutable
 segment files and the datasets above are HDF5 virtual datasets over them
@@ -34,6 +37,7 @@ import json
 import numbers
 import os
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +55,8 @@ from hashkit.codes import (
 )
 from hashkit.errors import DataError, HashkitError
 from hashkit.labels import check_labels, normalize_labels
-from hashkit.segments import check_segments, is_segmented, segment_list, segment_sizes
+from hashkit.segments import IDS_CRC32, check_segments, is_segmented, segment_list, segment_sizes
+from hashkit.stored_paths import build_path_hashes, cache_path, merge, write_path_hashes
 
 _CHUNK_ROWS = 65536
 # A store is built in memory (HDF5's "core" driver) and written to its temporary file in one
@@ -82,6 +87,12 @@ def _h5py():
     import h5py
 
     return h5py
+
+
+def ids_crc32(ids: np.ndarray, crc: int = 0) -> int:
+    """zlib CRC-32 of ids (int64 N) as little-endian bytes, continuing from ``crc``: the
+    checksum of a store's ids in row order, extended one appended batch at a time."""
+    return zlib.crc32(np.ascontiguousarray(ids, dtype="<i8"), crc)  # no copy of int64 ids
 
 
 def check_ids(ids, what: str = "ids") -> np.ndarray:
@@ -147,6 +158,7 @@ class StoreWriter:
         self._old_attrs = None  # set when appending to an existing store
         self._base = 0  # rows of the existing store (not in the file being written)
         self._created = []
+        self._hash_parts = []  # path hashes of the rows written (hashkit.stored_paths)
         self._pending = PendingFile(self.path)
         try:
             self._f = _open_in_memory(self._pending.tmp, "w", self.path)
@@ -168,6 +180,7 @@ class StoreWriter:
             f.attrs[key] = value
         self.count = 0
         self.next_id = 0
+        self.ids_crc32 = 0
 
     @classmethod
     def append_to(cls, path: str | os.PathLike) -> StoreWriter:
@@ -192,6 +205,8 @@ class StoreWriter:
         self._f = None
         self._pending = None
         self._created = []
+        self._hash_parts = []
+        self.linked_segment = None
         self._lock = None if holds_lock(path) else FileLock(path, purpose="appending").acquire()
         try:
             attrs = read_store_attrs(path)
@@ -206,11 +221,15 @@ class StoreWriter:
             self._base = self.count = int(attrs["datasets"]["codes"][0])
             self._old_attrs = _raw_attrs(path)
             self._segmented = segments.is_segmented(attrs)
+            crc = attrs.get(IDS_CRC32) if self._segmented else None
             if self._segmented:
                 self.next_id = int(attrs["next_id"])
-            else:
+            if crc is None:  # a single-file store, or one written before the checksum
                 ids = check_ids(read_store(path, codes=False, paths=False).ids, f"ids in {path}")
-                self.next_id = int(ids.max()) + 1 if len(ids) else 0
+                crc = ids_crc32(ids)
+                if not self._segmented:
+                    self.next_id = int(ids.max()) + 1 if len(ids) else 0
+            self.ids_crc32 = int(crc)
             self._old_ids = None
             labels = attrs["datasets"].get("labels")
             label_width = None
@@ -271,6 +290,8 @@ class StoreWriter:
             ds = self._f[name]
             ds.resize(end, axis=0)
             ds[start:end] = values
+        self._hash_parts.append(build_path_hashes(paths, start))
+        self.ids_crc32 = ids_crc32(ids, self.ids_crc32)
         self.count += n
         if n:
             self.next_id = max(self.next_id, int(ids.max()) + 1)
@@ -301,6 +322,8 @@ class StoreWriter:
             return self._finish_append()
         if self._f:
             try:
+                write_path_hashes(self._f, merge(self._hash_parts, self.count))
+                self._f.attrs[IDS_CRC32] = self.ids_crc32
                 self._f.close()
             except (OSError, RuntimeError) as exc:
                 raise write_error(self.path, exc) from None
@@ -312,6 +335,7 @@ class StoreWriter:
         if self._pending is not None:
             return self._pending.tmp
         try:
+            write_path_hashes(self._f, merge(self._hash_parts, self.count - self._base))
             self._f.flush()
             image = self._f.id.get_file_image()
             self._f.close()
@@ -332,7 +356,14 @@ class StoreWriter:
         attrs["bit_order"] = BIT_ORDER
         attrs["modified"] = _now()
         self._pending = PendingFile(self.path)
-        segments.build_main(self._pending, parts, attrs, bits=self.bits, next_id=self.next_id)
+        segments.build_main(
+            self._pending,
+            parts,
+            attrs,
+            bits=self.bits,
+            next_id=self.next_id,
+            ids_crc32=self.ids_crc32,
+        )
         return self._pending.tmp
 
     def _first_segment(self) -> str:
@@ -351,6 +382,7 @@ class StoreWriter:
             try:
                 os.link(self.path, first)
                 linked = True
+                self.linked_segment = first
             except OSError:  # a file system without hard links: copy instead
                 pass
         if not linked:
@@ -369,6 +401,7 @@ class StoreWriter:
                 for name, values in columns:
                     f[name].resize(len(old), axis=0)
                     f[name][:] = values
+                write_path_hashes(f, merge([build_path_hashes(old.paths)], len(old)))
                 f.flush()
                 image = f.id.get_file_image()
             segments.write_file_image(first, image)
@@ -412,8 +445,9 @@ class StoreWriter:
                 self._pending.discard()
             if self._created and not (self._pending is not None and self._pending.committed):
                 for segment in self._created:  # no main file names them
-                    with contextlib.suppress(OSError):
-                        segment.unlink()
+                    for file in (segment, cache_path(segment)):
+                        with contextlib.suppress(OSError):
+                            file.unlink()
                 self._created = []
                 from hashkit.segments import remove_empty_segment_dir
 

@@ -251,13 +251,6 @@ def test_encode_on_two_torchrun_processes_writes_the_store_one_process_writes(tm
     assert a.fingerprint == b.fingerprint and a.bits == b.bits
 
 
-def test_adds_known_path_check_takes_normal_paths_as_they_are_and_normalises_the_rest():
-    from hashkit.index.append import _normal_path, _normal_paths
-
-    paths = ["/a/b", "/a//b", "/a/./b", "/a/../b", "/a/b/", "rel/x", "", "/a/.h", "//x", "/."]
-    assert _normal_paths(paths) == {_normal_path(p) for p in paths if p}
-
-
 KILLED_ADD = """
 import os, signal, sys
 import numpy as np

@@ -14,26 +14,10 @@ from hashkit.atomic import check_outputs
 from hashkit.codes import BIT_ORDER
 from hashkit.errors import DataError, MismatchError
 from hashkit.index.commit import commit_files, journal_path, lock_index
-from hashkit.index.compat import check_alignment, check_compatible
+from hashkit.index.compat import check_alignment_by_checksum, check_compatible
 from hashkit.index.sidecar import prepare_index_files, read_index, sidecar_path
 from hashkit.lock import FileLock
-
-
-def _normal_path(p: str) -> str:
-    return os.path.normpath(os.path.abspath(p)) if p else ""
-
-
-def _normal_paths(paths: Iterable[str]) -> set[str]:
-    """``{_normal_path(p)}`` of the non-empty ``paths``, fast for paths that are already
-    absolute and normal (what hashkit stores for folders): only the others are normalised,
-    which is what made an add to a large store slow."""
-    known = set()
-    for p in paths:
-        if p.startswith("/") and "//" not in p and "/." not in p and not p.endswith("/"):
-            known.add(p)
-        elif p:
-            known.add(_normal_path(p))
-    return known
+from hashkit.stored_paths import StoredPaths, path_key, write_cache
 
 
 @dataclass
@@ -82,7 +66,7 @@ class IndexAppender:
             raise
 
     def _open(self, wait: bool, on_wait: Callable[[str], None] | None) -> None:
-        from hashkit.store import StoreWriter, read_store
+        from hashkit.store import StoreWriter, read_store, read_store_attrs
 
         index_path = self.index_path
         self.index, self.info = read_index(index_path)
@@ -106,21 +90,23 @@ class IndexAppender:
         self._locks.enter_context(
             FileLock(self.info.store, wait=wait, on_wait=on_wait, purpose="hashkit add")
         )
-        store = read_store(self.info.store, codes=False)
+        # Neither the store's ids nor its paths are read whole: an add costs O(new items)
+        # plus reading the index (see check_alignment_by_checksum and StoredPaths).
+        attrs = read_store_attrs(self.info.store)
+        bits = int(attrs["bits"])
+        store_fingerprint = str(attrs.get("model_fingerprint", ""))
         check_compatible(
             bits_a=self.info.bits,
-            bits_b=store.bits,
+            bits_b=bits,
             what_a=str(index_path),
             what_b=str(self.info.store),
             fingerprint_a=self.info.model_fingerprint,
-            fingerprint_b=store.fingerprint,
+            fingerprint_b=store_fingerprint,
         )
-        alignment = check_alignment(
-            self.index, self.info, store.ids, store.attrs, index_path=self.index_path
-        )
-        self.bits = store.bits
-        self.fingerprint = store.fingerprint or self.info.model_fingerprint
-        self.store_uuid = str(store.attrs.get("uuid", ""))
+        alignment = check_alignment_by_checksum(self.index, self.info, index_path=index_path)
+        self.bits = bits
+        self.fingerprint = store_fingerprint or self.info.model_fingerprint
+        self.store_uuid = str(attrs.get("uuid", ""))
         self.report = AddReport()
         if alignment.pending:
             tail = read_store(
@@ -128,19 +114,21 @@ class IndexAppender:
             )
             self.index.add_with_ids(tail.codes, tail.ids)
             self.report.recovered = len(tail.ids)
-        self._known = _normal_paths(store.paths)
+        self._stored = StoredPaths(self.info.store)
+        self._seen: set[str] = set()  # paths taken in this add
         self._writer = StoreWriter.append_to(self.info.store)
         self.report.first_id = self._writer.next_id
 
     def split_new(self, paths: Sequence[str]) -> list[str]:
         """The paths not yet in the store (each once); the others go to the report."""
+        keys = [path_key(p) for p in paths]
+        stored = self._stored.find(set(keys) - self._seen)
         new = []
-        for p in paths:
-            key = _normal_path(p)
-            if key in self._known:
+        for p, key in zip(paths, keys):
+            if key in stored or key in self._seen:
                 self.report.skipped_existing.append(p)
             else:
-                self._known.add(key)
+                self._seen.add(key)
                 new.append(p)
         return new
 
@@ -156,6 +144,11 @@ class IndexAppender:
         """Write the temporary files and replace store, index and sidecar as one commit."""
         try:
             self._writer.finish()
+            hashes = self._stored.single_file_hashes
+            if self._writer.linked_segment is not None and hashes is not None:
+                # The single-file store became the first segment as it is: keep the path
+                # hashes read from it this time for the next adds.
+                write_cache(self._writer.linked_segment, hashes)
             files = prepare_index_files(
                 self.index,
                 self.index_path,

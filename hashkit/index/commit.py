@@ -25,7 +25,13 @@ from pathlib import Path
 
 from hashkit.atomic import Commit, PendingFile, read_journal, roll_forward
 from hashkit.errors import HashkitError
-from hashkit.index.sidecar import IndexInfo, prepare_index_files, read_index, sidecar_path
+from hashkit.index.sidecar import (
+    IndexInfo,
+    load_sidecar,
+    prepare_index_files,
+    read_index,
+    sidecar_path,
+)
 from hashkit.lock import FileLock, LockedError
 
 
@@ -129,6 +135,18 @@ def finish_interrupted_commit(index_path: str | os.PathLike, *, timeout: float =
                     "as that user"
                 ) from None
             raise
+
+
+def index_model(index_path: str | os.PathLike) -> Path | None:
+    """The model bundle an index was built with (None when it does not say), read from its
+    sidecar alone (after finishing an interrupted commit): ``hashkit add`` needs it before it
+    takes the lock, and reading the index or its store for it would cost O(index)."""
+    side = sidecar_path(index_path)
+    finish_interrupted_commit(index_path)
+    if not side.is_file():  # a plain FAISS index, or not an index: read_index says which
+        return read_index(index_path)[1].model
+    model = load_sidecar(side).get("model")
+    return None if model is None else Path(model)
 
 
 @dataclass

@@ -87,10 +87,10 @@ def _sidecar(
     model,
     model_fingerprint: str,
     store_uuid: str,
-    index_file: Path,
+    index_size: int,
+    index_crc32: int,
 ) -> dict:
     params = index_params(index)
-    size, crc = file_crc32(index_file)
     return {
         "format": SIDECAR_FORMAT,
         "hashkit_version": __version__,
@@ -103,8 +103,8 @@ def _sidecar(
         "store_uuid": store_uuid,
         "model": None if model is None else str(Path(model).resolve()),
         "model_fingerprint": model_fingerprint,
-        "index_size": size,
-        "index_crc32": crc,
+        "index_size": index_size,
+        "index_crc32": index_crc32,
     }
 
 
@@ -127,8 +127,17 @@ def prepare_index_files(
         try:
             # Through a Python file object: FAISS takes a path only as UTF-8 text, and a file
             # name may be any bytes.
+            # The checksum is taken as the bytes go out: the file is not read back.
+            crc, size = 0, 0
+
+            def write(block: bytes) -> int:
+                nonlocal crc, size
+                crc = zlib.crc32(block, crc)
+                size += len(block)
+                return f.write(block)
+
             with open(files[0].tmp, "wb") as f:
-                faiss.write_index_binary(index, faiss.PyCallbackIOWriter(f.write))
+                faiss.write_index_binary(index, faiss.PyCallbackIOWriter(write))
         except (RuntimeError, OSError) as exc:
             raise write_error(path, exc) from None
         meta = _sidecar(
@@ -139,7 +148,8 @@ def prepare_index_files(
             model=model,
             model_fingerprint=model_fingerprint,
             store_uuid=store_uuid,
-            index_file=files[0].tmp,
+            index_size=size,
+            index_crc32=crc,
         )
         try:
             files[1].tmp.write_text(json.dumps(meta, indent=2) + "\n")
