@@ -38,7 +38,7 @@ def encode_sharded(
     from hashkit.atomic import PendingFile
     from hashkit.encode import EncodeReport
     from hashkit.lock import FileLock
-    from hashkit.store import _raw_attrs, check_ids, read_store, store_count
+    from hashkit.store import _raw_attrs, check_ids, ids_crc32, read_store, store_count
 
     out = Path(out)
     with process_group() as (rank, world):
@@ -90,6 +90,7 @@ def encode_sharded(
                             attrs,
                             bits=int(attrs["bits"]),
                             next_id=int(ids.max()) + 1,
+                            ids_crc32=ids_crc32(ids),
                         )
                         pending.commit()
                     finally:

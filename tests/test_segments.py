@@ -24,7 +24,14 @@ from hashkit.errors import DataError, HashkitError
 from hashkit.index import append_code_batches, build_index, read_index, write_index
 from hashkit.models import HashNet, NetworkConfig
 from hashkit.segments import compact_store, segment_dir
-from hashkit.store import CodeStore, StoreWriter, read_store, read_store_attrs, write_store
+from hashkit.store import (
+    CodeStore,
+    StoreWriter,
+    ids_crc32,
+    read_store,
+    read_store_attrs,
+    write_store,
+)
 
 
 def random_store(n=20, bits=12, seed=0, first_id=0, labels=True) -> CodeStore:
@@ -248,6 +255,8 @@ def test_encode_on_two_torchrun_processes_writes_the_store_one_process_writes(tm
     assert np.array_equal(a.codes, b.codes) and np.array_equal(a.ids, b.ids)
     assert a.paths == b.paths and a.labels is None and b.labels is None
     assert b.attrs["layout"] == "segmented" and len(list(segment_dir(two).iterdir())) == 2
+    # the ids' checksum is recorded, so that the next add need not read the ids
+    assert b.attrs["ids_crc32"] == ids_crc32(b.ids)
     assert a.fingerprint == b.fingerprint and a.bits == b.bits
 
 
