@@ -118,7 +118,18 @@ def test_a_commit_dying_between_any_two_renames_is_all_or_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.faiss", "out.faiss.json", "s.h5"]
 
 
-def test_ctrl_c_during_the_renames_waits_until_the_commit_is_whole(tmp_path, monkeypatch):
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt even where the test runner was started with SIGINT
+    ignored (as a shell does for a command run in the background)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_the_renames_waits_until_the_commit_is_whole(
+    tmp_path, monkeypatch, ctrl_c_raises
+):
     for f in three_files(tmp_path, "old"):
         f.commit()
     files = three_files(tmp_path, "new")

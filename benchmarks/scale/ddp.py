@@ -73,7 +73,11 @@ def run(procs: int, threads: int, epochs: int, work: Path) -> dict:
         "final_loss": float(rows[-1]["loss"]),
         "map_sign": metrics["map_sign"],
         "map_rotated": metrics["map_rotated"],
-        "command": " ".join(cmd[1:] if procs == 1 else ["torchrun", *cmd[3:]]),
+        "command": " ".join(
+            ["hashkit", *args]
+            if procs == 1
+            else ["torchrun", "--nproc-per-node", str(procs), "-m", "hashkit", *args]
+        ).replace(str(out), "model.pt"),  # fmt: skip
     }
 
 
