@@ -239,6 +239,9 @@ def train_network(
     )
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
+    if world > 1 and device.type == "cuda":
+        # one GPU per process: torchrun's LOCAL_RANK, made current by the process group
+        device = torch.device("cuda", torch.cuda.current_device())
     net_config = network_config_for(dataset, config)
     net_config.mean, net_config.std = _normalisation(dataset, indices, config, net_config.channels)
     net = HashNet(net_config)
@@ -297,9 +300,8 @@ def train_network(
     swapped = []
     if world > 1:
         swapped = distributed.sync_batch_norms(net, device)
-        model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
-        )
+        gpu = [device.index] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=gpu)
     first = len(epoch_losses)
     per_epoch = len(sampler)
     # one bar over every step of every epoch left (its ETA covers the whole run); the
