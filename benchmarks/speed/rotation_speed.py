@@ -11,10 +11,11 @@ ties in distance): the hardest case for a counting kernel, with nothing to dedup
 
 1. Per candidate: ``--candidates`` rotations R G (G a random plane rotation, as the search
    draws them, R a random rotation), each scored both ways in alternating order, as each
-   search scores it: the candidate's codes (old: sgn(H (R G)^T); new: the current
-   projections H R^T plus a rank-2 term) and their exact mAP over the whole database, ties by
-   database order (old: argsort_map.py; new: hashkit's counting kernel). Wall and CPU
-   seconds of each, and the largest difference between the two mAPs.
+   search scores it: the candidate's codes (old: sgn(H (R G)^T), packed; new: the current
+   projections H R^T plus a rank-2 term, their signs read straight into bit planes) and their
+   exact mAP over the whole database, ties by database order (old: argsort_map.py; new:
+   hashkit's counting kernel). Wall and CPU seconds of each, and the largest difference
+   between the two mAPs.
 2. The whole search, fixed seed, ``--steps`` steps: hashkit's ``random_search_rotation``
    against the old loop with the old evaluator (argsort_map.random_search_rotation); the
    accepted steps, the history of the best mAP and the final rotation must be identical.
@@ -63,7 +64,7 @@ def timed(fn):
 
 
 def per_candidate(hq, hb, lq, lb, bits, n, seed):
-    new = metrics.mean_average_precision_scorer(lq, lb, bits)
+    new = metrics.mean_average_precision_sign_scorer(lq, lb, bits)
     rng = np.random.default_rng(seed)
     hq64, hb64 = hq.astype(np.float64), hb.astype(np.float64)
     r = plane_rotation(bits, 1.0, rng) @ plane_rotation(bits, 1.0, rng)
@@ -81,7 +82,7 @@ def per_candidate(hq, hb, lq, lb, bits, n, seed):
         right = turn.T @ (r @ u).T
         _turned_projections(hq64, vq, u, right, turned_q)
         _turned_projections(hb64, vb, u, right, turned_b)
-        return new(sign_codes(turned_q), sign_codes(turned_b))
+        return new(turned_q, turned_b)
 
     new_score(*plane_rotation_factors(bits, 0.5, rng))  # loads (or compiles) the kernel
     rows = []
@@ -242,8 +243,9 @@ def markdown(r: dict) -> str:
             "mAP over the whole database, ties by database order. Old (argsort_map.py, the "
             "code hashkit had): codes sgn(H (R G)^T), stable argsort of each query's uint8 "
             "distance row, threads over query blocks. New (hashkit.rotation + "
-            "hashkit.metrics.mean_average_precision_scorer): codes from the current "
-            "projections H R^T plus a rank-2 term, labels prepared once, the counting kernel "
+            "hashkit.metrics.mean_average_precision_sign_scorer): projections from the "
+            "current H R^T plus a rank-2 term, their signs read straight into the kernel's "
+            "bit planes (no packed codes), labels prepared once, the counting kernel "
             "`hashkit.ranking`, threads over query blocks.",
             "",
             f"## Per candidate ({p['candidates']} candidates, alternating order)",
