@@ -507,10 +507,16 @@ def _scan_planes(
     n_blocks = min(nq, threads * _BLOCKS_PER_THREAD) if threads > 1 else 1
     edges = np.linspace(0, nq, n_blocks + 1).round().astype(int)
     blocks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
-    run(blocks[0])  # the first call compiles or loads the kernel, once, in this thread
-    if len(blocks) > 1:
+    if len(blocks) > 1 and not ranking.scan_queries.signatures:
+        # The first call in a process compiles or loads the kernel: once, in this thread,
+        # before the other blocks start (later calls run every block in parallel).
+        run(blocks[0])
+        blocks = blocks[1:]
+    if len(blocks) == 1:
+        run(blocks[0])
+    else:
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(run, blocks[1:]))
+            list(pool.map(run, blocks))
     if histograms:
         full = np.zeros((nq, bits + 1), dtype=np.int64)
         full[:, :width] = n

@@ -396,8 +396,14 @@ def scan_queries(
         hits = 0
         for ci in range(ncut):
             k = np.uint64(cuts[ci])
-            while hits < n_rel and ranks[hits] <= k:
-                hits += 1
+            # The ranks ascend, so R_k is found by bisection (no scan of every rank).
+            high_end = n_rel
+            while hits < high_end:
+                middle = (hits + high_end) >> 1
+                if ranks[middle] <= k:
+                    hits = middle + 1
+                else:
+                    high_end = middle
             while i + 4 <= hits:
                 s0 += (i + 1) * inverse[ranks[i]]
                 s1 += (i + 2) * inverse[ranks[i + 1]]
