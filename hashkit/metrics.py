@@ -168,6 +168,7 @@ def mean_average_precision_scorer(
     labels_q, labels_b = np.asarray(labels_q), np.asarray(labels_b)
     labels = _Labels.build(labels_q, labels_b, len(labels_q), len(labels_b))
     k = None if top_k is None else _check_k(top_k)
+    pools: dict = {}  # worker threads kept for the scorer's life
 
     def score(xq: np.ndarray, xb: np.ndarray) -> float:
         xq, xb = _as_codes(xq, bits, "query"), _as_codes(xb, bits, "database")
@@ -178,7 +179,7 @@ def mean_average_precision_scorer(
             )
         cut = len(xb) if k is None else k
         stats = _scan_prepared(
-            xq, xb, labels, bits, ks=(cut,), histograms=False, n_threads=n_threads
+            xq, xb, labels, bits, ks=(cut,), histograms=False, n_threads=n_threads, pools=pools
         )
         ap = _ap_from_sums(stats.ap_sum[:, 0], stats.hits[:, 0], stats.relevant, cut, "retrieved")
         return float(ap.mean())
@@ -210,6 +211,7 @@ def mean_average_precision_sign_scorer(
     labels = _Labels.build(labels_q, labels_b, len(labels_q), len(labels_b))
     k = None if top_k is None else _check_k(top_k)
     positions = np.arange(bits, dtype=np.int64)
+    pools: dict = {}  # worker threads kept for the scorer's life
 
     def score(vq: np.ndarray, vb: np.ndarray) -> float:
         vq = np.ascontiguousarray(vq, dtype=np.float64)
@@ -242,6 +244,7 @@ def mean_average_precision_sign_scorer(
             ks=(cut,),
             histograms=False,
             n_threads=n_threads,
+            pools=pools,
         )
         ap = _ap_from_sums(stats.ap_sum[:, 0], stats.hits[:, 0], stats.relevant, cut, "retrieved")
         return float(ap.mean())
@@ -433,7 +436,9 @@ def _check_not_empty(nq: int, nb: int) -> None:
         raise DataError("no database codes")
 
 
-def _scan_prepared(xq, xb, labels: _Labels, bits, *, ks, histograms, n_threads) -> _ScanStats:
+def _scan_prepared(
+    xq, xb, labels: _Labels, bits, *, ks, histograms, n_threads, pools=None
+) -> _ScanStats:
     """:func:`_scan` on checked codes and prepared labels (the rotation search prepares the
     labels once for all its candidates)."""
     from hashkit import ranking
@@ -456,16 +461,21 @@ def _scan_prepared(xq, xb, labels: _Labels, bits, *, ks, histograms, n_threads) 
         ks=ks,
         histograms=histograms,
         n_threads=n_threads,
+        pools=pools,
     )
 
 
 def _scan_planes(
-    planes, qmask, qwords, dbwords, labels: _Labels, bits, *, ks, histograms, n_threads
+    planes, qmask, qwords, dbwords, labels: _Labels, bits, *, ks, histograms, n_threads, pools=None
 ) -> _ScanStats:
     """The threaded kernel on codes already bit-sliced: ``planes`` (uint64 ``npl x
     ceil(nb/64)``, :func:`hashkit.ranking.bit_planes`), ``qmask`` (uint64 ``nq x npl``, the
     queries' bits at the planes' positions as 0 or all ones), ``qwords`` and ``dbwords`` (the
-    codes as uint64 words, database in database order)."""
+    codes as uint64 words, database in database order).
+
+    ``pools``: a dict in which a caller that scans many times (a scorer) keeps its worker
+    threads, by thread count, from one scan to the next; None: threads for this scan only.
+    """
     from hashkit import ranking
 
     nq, nb = len(qwords), len(dbwords)
@@ -514,9 +524,15 @@ def _scan_planes(
         blocks = blocks[1:]
     if len(blocks) == 1:
         run(blocks[0])
-    else:
+    elif pools is None:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             list(pool.map(run, blocks))
+    else:
+        # Starting threads costs milliseconds on a loaded machine, for every candidate of
+        # the rotation search if each scan started its own.
+        if threads not in pools:
+            pools[threads] = ThreadPoolExecutor(max_workers=threads)
+        list(pools[threads].map(run, blocks))
     if histograms:
         full = np.zeros((nq, bits + 1), dtype=np.int64)
         full[:, :width] = n

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -200,6 +202,33 @@ def test_sign_scorer_equals_the_scorer_of_the_packed_sign_codes(bits, multi, top
         expected = scorer(sign_codes(vq), sign_codes(vb))
         assert sign_scorer(vq, vb) == expected
     assert expected != scorer(sign_codes(-vq), sign_codes(vb))  # the signs matter
+
+
+def test_scorers_keep_their_worker_threads_from_one_call_to_the_next(monkeypatch):
+    """A scorer is called once per candidate rotation: it starts its threads once, not on
+    every call, and its values stay those of a one-off scan with threads of its own."""
+    monkeypatch.setattr(metrics, "_PAIRS_PER_THREAD", 1)  # threads even for this tiny case
+    xq, xb, lq, lb = make_data(6, 10, 50, 16)
+    v = np.random.default_rng(6).standard_normal((60, 16))
+    expected = metrics.mean_average_precision(
+        sign_codes(v[:10]), sign_codes(v[10:]), lq, lb, 16, n_threads=2
+    )
+    pools = []
+
+    class CountedPool(ThreadPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            pools.append(self)
+
+    monkeypatch.setattr(metrics, "ThreadPoolExecutor", CountedPool)
+    for scorer, args in (
+        (metrics.mean_average_precision_sign_scorer, (v[:10], v[10:])),
+        (metrics.mean_average_precision_scorer, (sign_codes(v[:10]), sign_codes(v[10:]))),
+    ):
+        pools.clear()
+        score = scorer(lq, lb, 16, n_threads=2)
+        assert [score(*args) for _ in range(4)] == [expected] * 4
+        assert len(pools) == 1
 
 
 def test_sign_scorer_refuses_nan_and_mismatched_shapes():

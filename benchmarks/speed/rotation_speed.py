@@ -32,6 +32,7 @@ import platform
 import shlex
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import argsort_map  # noqa: E402  (the old evaluator, kept here as the baseline)
+from eval_command import _all_distances  # noqa: E402  (the popcount floor)
 
 from hashkit import metrics  # noqa: E402
 from hashkit.codes import sign_codes  # noqa: E402
@@ -63,6 +65,18 @@ def timed(fn):
     return value, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def popcount_floor(xq, xb):
+    """Every pair's Hamming distance of the candidate's codes, one popcount per pair, in as
+    many threads over query blocks as the scorer uses: the least an exact mAP must do."""
+    wq, wb = metrics._code_words(xq), metrics._code_words(xb)
+    threads = len(os.sched_getaffinity(0))
+    blocks = np.array_split(np.arange(len(xq)), threads * 4)
+    with ThreadPoolExecutor(threads) as pool:
+        list(
+            pool.map(lambda rows: _all_distances(wq[rows], wb, np.empty(len(wb), np.uint8)), blocks)
+        )
+
+
 def per_candidate(hq, hb, lq, lb, bits, n, seed):
     new = metrics.mean_average_precision_sign_scorer(lq, lb, bits)
     rng = np.random.default_rng(seed)
@@ -85,6 +99,7 @@ def per_candidate(hq, hb, lq, lb, bits, n, seed):
         return new(turned_q, turned_b)
 
     new_score(*plane_rotation_factors(bits, 0.5, rng))  # loads (or compiles) the kernel
+    popcount_floor(sign_codes(turned_q[:1]), sign_codes(turned_b))
     rows = []
     for i in range(n):
         factors = plane_rotation_factors(bits, rng.uniform(-1, 1), rng)
@@ -93,6 +108,9 @@ def per_candidate(hq, hb, lq, lb, bits, n, seed):
         for name, score in order if i % 2 == 0 else order[::-1]:
             value, wall, cpu = timed(lambda s=score, f=factors: s(*f))
             row[name] = {"map": value, "wall_s": wall, "cpu_s": cpu}
+        xq, xb = sign_codes(turned_q), sign_codes(turned_b)  # this candidate's codes
+        _, wall, cpu = timed(lambda xq=xq, xb=xb: popcount_floor(xq, xb))
+        row["floor"] = {"wall_s": wall, "cpu_s": cpu}
         rows.append(row)
     return rows
 
@@ -158,6 +176,8 @@ def main() -> None:
     new_wall_s = [r["new"]["wall_s"] for r in rows]
     old_cpu_s = [r["old"]["cpu_s"] for r in rows]
     new_cpu_s = [r["new"]["cpu_s"] for r in rows]
+    floor_wall_s = [r["floor"]["wall_s"] for r in rows]
+    floor_cpu_s = [r["floor"]["cpu_s"] for r in rows]
     ratios = np.array(old_wall_s) / np.array(new_wall_s)
     accepted_new = np.flatnonzero(np.diff(new_history)).tolist()
     accepted_old = np.flatnonzero(np.diff(old_history)).tolist()
@@ -185,6 +205,9 @@ def main() -> None:
             "new_wall_s": summary(new_wall_s),
             "old_cpu_s": summary(old_cpu_s),
             "new_cpu_s": summary(new_cpu_s),
+            "floor_wall_s": summary(floor_wall_s),
+            "floor_cpu_s": summary(floor_cpu_s),
+            "new_over_floor_cpu": float(np.median(new_cpu_s) / np.median(floor_cpu_s)),
             "speedup_wall_median": float(np.median(old_wall_s) / np.median(new_wall_s)),
             "speedup_cpu_median": float(np.median(old_cpu_s) / np.median(new_cpu_s)),
             "speedup_wall_per_candidate": summary(ratios),
@@ -262,6 +285,14 @@ def markdown(r: dict) -> str:
             f"{p['speedup_wall_per_candidate']['max']:.1f}x). Largest difference between the "
             f"two scorers' mAP: {p['max_abs_map_difference']:.1e}.",
             "",
+            "Floor: every pair's Hamming distance of the same candidate's codes, one popcount "
+            f"per pair, same threads: CPU {_ms(p['floor_cpu_s'])} ms, wall "
+            f"{_ms(p['floor_wall_s'])} ms. The new score takes {p['new_over_floor_cpu']:.1f}x "
+            "the floor's CPU time.",
+            "",
+            f"Issue 10's target, at least 10x per candidate: **{_verdict(p)}**. Where the "
+            "new score's time goes: README.md in this folder.",
+            "",
             f"## Whole search ({s['steps']} steps, seed {s['seed']})",
             "",
             f"Old scorer {s['old_wall_s']:.1f} s, new {s['new_wall_s']:.1f} s "
@@ -275,6 +306,13 @@ def markdown(r: dict) -> str:
             "",
         ]
     )
+
+
+def _verdict(p: dict) -> str:
+    wall, cpu = p["speedup_wall_median"], p["speedup_cpu_median"]
+    if min(wall, cpu) >= 10:
+        return f"met ({wall:.1f}x wall, {cpu:.1f}x CPU)"
+    return f"not met ({wall:.1f}x wall, {cpu:.1f}x CPU)"
 
 
 def _ms(stats: dict) -> str:
