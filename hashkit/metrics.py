@@ -168,6 +168,7 @@ def mean_average_precision_scorer(
     labels_q, labels_b = np.asarray(labels_q), np.asarray(labels_b)
     labels = _Labels.build(labels_q, labels_b, len(labels_q), len(labels_b))
     k = None if top_k is None else _check_k(top_k)
+    pools: dict = {}  # worker threads kept for the scorer's life
 
     def score(xq: np.ndarray, xb: np.ndarray) -> float:
         xq, xb = _as_codes(xq, bits, "query"), _as_codes(xb, bits, "database")
@@ -178,7 +179,72 @@ def mean_average_precision_scorer(
             )
         cut = len(xb) if k is None else k
         stats = _scan_prepared(
-            xq, xb, labels, bits, ks=(cut,), histograms=False, n_threads=n_threads
+            xq, xb, labels, bits, ks=(cut,), histograms=False, n_threads=n_threads, pools=pools
+        )
+        ap = _ap_from_sums(stats.ap_sum[:, 0], stats.hits[:, 0], stats.relevant, cut, "retrieved")
+        return float(ap.mean())
+
+    return score
+
+
+def mean_average_precision_sign_scorer(
+    labels_q: np.ndarray,
+    labels_b: np.ndarray,
+    bits: int,
+    top_k: int | None = None,
+    *,
+    n_threads: int | None = None,
+) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``score(vq, vb)``: the mAP of the codes sgn(v) of float projections, equal to
+    ``mean_average_precision_scorer(...)(sign_codes(vq), sign_codes(vb))`` bit for bit,
+    without packing the codes and reading them back.
+
+    For the rotation search, which has each candidate's projections, not its codes: ``vq``
+    float64 ``nq x bits`` and ``vb`` float64 ``nb x bits``, rows in the order of ``labels_q``
+    and ``labels_b``; a bit is 1 where the projection is positive (as a float32, as
+    :func:`hashkit.codes.sign_codes` decides it). A NaN projection raises DataError.
+    """
+    from hashkit import ranking
+
+    bits = check_bits(bits)
+    labels_q, labels_b = np.asarray(labels_q), np.asarray(labels_b)
+    labels = _Labels.build(labels_q, labels_b, len(labels_q), len(labels_b))
+    k = None if top_k is None else _check_k(top_k)
+    positions = np.arange(bits, dtype=np.int64)
+    pools: dict = {}  # worker threads kept for the scorer's life
+
+    def score(vq: np.ndarray, vb: np.ndarray) -> float:
+        vq = np.ascontiguousarray(vq, dtype=np.float64)
+        vb = np.ascontiguousarray(vb, dtype=np.float64)
+        if vq.ndim != 2 or vb.ndim != 2 or vq.shape[1] != bits or vb.shape[1] != bits:
+            raise MismatchError(
+                f"projections of shapes {vq.shape} and {vb.shape} for {bits}-bit codes"
+            )
+        _check_not_empty(len(vq), len(vb))
+        if len(vq) != len(labels_q) or len(vb) != len(labels_b):
+            raise MismatchError(
+                f"{len(vq)} x {len(vb)} projections for {len(labels_q)} x {len(labels_b)} labels"
+            )
+        qwords, nan_q = ranking.sign_words(vq)
+        dbwords, nan_b = ranking.sign_words(vb)
+        if nan_q or nan_b:
+            raise DataError("projections contain NaN: a NaN has no sign")
+        planes = ranking.bit_planes(dbwords.view(np.uint8), positions)
+        qmask = np.uint64(0) - (
+            (qwords[:, positions >> 6] >> (positions & 63).astype(np.uint64)) & np.uint64(1)
+        )
+        cut = len(vb) if k is None else k
+        stats = _scan_planes(
+            planes,
+            qmask,
+            qwords,
+            dbwords,
+            labels,
+            bits,
+            ks=(cut,),
+            histograms=False,
+            n_threads=n_threads,
+            pools=pools,
         )
         ap = _ap_from_sums(stats.ap_sum[:, 0], stats.hits[:, 0], stats.relevant, cut, "retrieved")
         return float(ap.mean())
@@ -370,12 +436,13 @@ def _check_not_empty(nq: int, nb: int) -> None:
         raise DataError("no database codes")
 
 
-def _scan_prepared(xq, xb, labels: _Labels, bits, *, ks, histograms, n_threads) -> _ScanStats:
+def _scan_prepared(
+    xq, xb, labels: _Labels, bits, *, ks, histograms, n_threads, pools=None
+) -> _ScanStats:
     """:func:`_scan` on checked codes and prepared labels (the rotation search prepares the
     labels once for all its candidates)."""
     from hashkit import ranking
 
-    nq, nb = len(xq), len(xb)
     positions = _set_bit_positions(xq, xb)
     if len(positions) > bits:
         raise DataError(
@@ -384,14 +451,40 @@ def _scan_prepared(xq, xb, labels: _Labels, bits, *, ks, histograms, n_threads) 
     planes = ranking.bit_planes(xb, positions)
     qbits = (xq[:, positions >> 3] >> (positions & 7).astype(np.uint8)) & 1
     qmask = np.uint64(0) - qbits.astype(np.uint64)
-    qwords = _code_words(xq)
-    dbwords = _code_words(xb)
+    return _scan_planes(
+        planes,
+        qmask,
+        _code_words(xq),
+        _code_words(xb),
+        labels,
+        bits,
+        ks=ks,
+        histograms=histograms,
+        n_threads=n_threads,
+        pools=pools,
+    )
+
+
+def _scan_planes(
+    planes, qmask, qwords, dbwords, labels: _Labels, bits, *, ks, histograms, n_threads, pools=None
+) -> _ScanStats:
+    """The threaded kernel on codes already bit-sliced: ``planes`` (uint64 ``npl x
+    ceil(nb/64)``, :func:`hashkit.ranking.bit_planes`), ``qmask`` (uint64 ``nq x npl``, the
+    queries' bits at the planes' positions as 0 or all ones), ``qwords`` and ``dbwords`` (the
+    codes as uint64 words, database in database order).
+
+    ``pools``: a dict in which a caller that scans many times (a scorer) keeps its worker
+    threads, by thread count, from one scan to the next; None: threads for this scan only.
+    """
+    from hashkit import ranking
+
+    nq, nb = len(qwords), len(dbwords)
     if not labels.multi:
         dbwords = np.ascontiguousarray(dbwords[labels.members])
     cut, where = np.unique(np.minimum(np.asarray(ks, dtype=np.int64), nb), return_inverse=True)
     inverse = np.zeros(nb + 1)
     np.divide(1.0, np.arange(1, nb + 1), out=inverse[1:])
-    width = len(positions) + 1
+    width = len(planes) + 1
     relevant = np.zeros(nq, dtype=np.int64)
     hits = np.zeros((nq, len(cut)), dtype=np.int64)
     ap_sum = np.zeros((nq, len(cut)))
@@ -424,10 +517,22 @@ def _scan_prepared(xq, xb, labels: _Labels, bits, *, ks, histograms, n_threads) 
     n_blocks = min(nq, threads * _BLOCKS_PER_THREAD) if threads > 1 else 1
     edges = np.linspace(0, nq, n_blocks + 1).round().astype(int)
     blocks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
-    run(blocks[0])  # the first call compiles or loads the kernel, once, in this thread
-    if len(blocks) > 1:
+    if len(blocks) > 1 and not ranking.scan_queries.signatures:
+        # The first call in a process compiles or loads the kernel: once, in this thread,
+        # before the other blocks start (later calls run every block in parallel).
+        run(blocks[0])
+        blocks = blocks[1:]
+    if len(blocks) == 1:
+        run(blocks[0])
+    elif pools is None:
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(run, blocks[1:]))
+            list(pool.map(run, blocks))
+    else:
+        # Starting threads costs milliseconds on a loaded machine, for every candidate of
+        # the rotation search if each scan started its own.
+        if threads not in pools:
+            pools[threads] = ThreadPoolExecutor(max_workers=threads)
+        list(pools[threads].map(run, blocks))
     if histograms:
         full = np.zeros((nq, bits + 1), dtype=np.int64)
         full[:, :width] = n

@@ -70,6 +70,27 @@ def bit_planes(codes: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return planes
 
 
+@njit(nogil=True, cache=True)
+def sign_words(v: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The codes sgn(v) of float64 projections ``v`` (``N x m``) as uint64 words ``N x
+    ceil(m/64)``: bit ``j % 64`` of word ``j // 64`` is set when ``v[i, j]`` is positive as a
+    float32, as :func:`hashkit.codes.sign_codes` decides it (the packed codes' layout read as
+    little-endian words). Also returns whether ``v`` holds a NaN (its bits are then 0)."""
+    n, m = v.shape
+    nw = (m + 63) >> 6
+    words = np.zeros((n, nw), np.uint64)
+    nan = False
+    for i in range(n):
+        for w in range(nw):
+            word = _ZERO
+            for j in range(64 * w, min(m, 64 * w + 64)):
+                x = np.float32(v[i, j])
+                nan |= x != x
+                word |= np.uint64(x > np.float32(0)) << np.uint64(j - 64 * w)
+            words[i, w] = word
+    return words, nan
+
+
 # ---------------------------------------------------------------------------------------
 # Distances, bit-sliced. Each helper is one loop over the blocks touching few arrays, so
 # LLVM vectorises it (several blocks per SIMD instruction).
@@ -375,8 +396,14 @@ def scan_queries(
         hits = 0
         for ci in range(ncut):
             k = np.uint64(cuts[ci])
-            while hits < n_rel and ranks[hits] <= k:
-                hits += 1
+            # The ranks ascend, so R_k is found by bisection (no scan of every rank).
+            high_end = n_rel
+            while hits < high_end:
+                middle = (hits + high_end) >> 1
+                if ranks[middle] <= k:
+                    hits = middle + 1
+                else:
+                    high_end = middle
             while i + 4 <= hits:
                 s0 += (i + 1) * inverse[ranks[i]]
                 s1 += (i + 2) * inverse[ranks[i + 1]]

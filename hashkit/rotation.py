@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from hashkit.codes import sign_codes
 from hashkit.config import ROTATIONS  # noqa: F401  (re-exported)
 from hashkit.errors import HashkitError
 
@@ -108,8 +107,9 @@ def random_search_rotation(
 
     if top_k is None and np.ndim(labels_database) == 2:
         top_k = metrics.protocol_top_k(labels_database)
-    # Labels are prepared once; each candidate costs its codes and one counting scan.
-    score_codes = metrics.mean_average_precision_scorer(
+    # Labels are prepared once; each candidate costs its projections and one counting scan
+    # of their signs (bit-sliced straight from the projections, never packed).
+    score_signs = metrics.mean_average_precision_sign_scorer(
         labels_query, labels_database, m, top_k=top_k
     )
 
@@ -117,7 +117,7 @@ def random_search_rotation(
     # current ones H R^T plus (H U) T^T (R U)^T: O(N m) per candidate, not a full product.
     vq, vb = hq @ r.T, hb @ r.T
     turned_q, turned_b = np.empty_like(vq), np.empty_like(vb)
-    best = initial = score_codes(sign_codes(vq), sign_codes(vb))
+    best = initial = score_signs(vq, vb)
     history = [best]
     accepted = 0
     iterator = range(steps)
@@ -134,7 +134,7 @@ def random_search_rotation(
         right = turn.T @ (r @ u).T
         _turned_projections(hq, vq, u, right, turned_q)
         _turned_projections(hb, vb, u, right, turned_b)
-        value = score_codes(sign_codes(turned_q), sign_codes(turned_b))
+        value = score_signs(turned_q, turned_b)
         if value > best:
             r, best = candidate, value
             vq, vb = hq @ r.T, hb @ r.T

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
 from hashkit import metrics
-from hashkit.codes import pack_codes, unpack_codes
-from hashkit.errors import HashkitError, MismatchError
+from hashkit.codes import pack_codes, sign_codes, unpack_codes
+from hashkit.errors import DataError, HashkitError, MismatchError
 
 # ---------------------------------------------------------------------------------------
 # Slow direct implementations: the obvious loops.
@@ -179,6 +181,67 @@ def test_scorer_with_prepared_labels_equals_mean_average_precision():
             assert score(yq, yb) == expected
     with pytest.raises(MismatchError):
         score(xq[:3], xb)
+
+
+@pytest.mark.parametrize("bits, multi, top_k", [(3, False, None), (12, False, 9), (70, True, 20)])
+def test_sign_scorer_equals_the_scorer_of_the_packed_sign_codes(bits, multi, top_k):
+    """The rotation search's scorer reads the signs of the projections straight into the
+    kernel's bit planes; it must give the packed codes' mAP bit for bit: 3 bits (almost all
+    ties), 70 bits (two words per code), multi-hot mAP@k, and projections at and next to
+    zero (0, -0, a positive float64 that is 0 as a float32: all bit 0, as sign_codes has it)."""
+    rng = np.random.default_rng(bits)
+    _, _, lq, lb = make_data(bits, 9, 80, bits, multi=multi)
+    scorer = metrics.mean_average_precision_scorer(lq, lb, bits, top_k)
+    sign_scorer = metrics.mean_average_precision_sign_scorer(lq, lb, bits, top_k)
+    for _ in range(3):
+        v = rng.standard_normal((89, bits))
+        v[rng.random(v.shape) < 0.05] = 0.0
+        v[rng.random(v.shape) < 0.05] = -0.0
+        v[rng.random(v.shape) < 0.05] = 1e-50
+        vq, vb = v[:9], v[9:]
+        expected = scorer(sign_codes(vq), sign_codes(vb))
+        assert sign_scorer(vq, vb) == expected
+    assert expected != scorer(sign_codes(-vq), sign_codes(vb))  # the signs matter
+
+
+def test_scorers_keep_their_worker_threads_from_one_call_to_the_next(monkeypatch):
+    """A scorer is called once per candidate rotation: it starts its threads once, not on
+    every call, and its values stay those of a one-off scan with threads of its own."""
+    monkeypatch.setattr(metrics, "_PAIRS_PER_THREAD", 1)  # threads even for this tiny case
+    xq, xb, lq, lb = make_data(6, 10, 50, 16)
+    v = np.random.default_rng(6).standard_normal((60, 16))
+    expected = metrics.mean_average_precision(
+        sign_codes(v[:10]), sign_codes(v[10:]), lq, lb, 16, n_threads=2
+    )
+    pools = []
+
+    class CountedPool(ThreadPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            pools.append(self)
+
+    monkeypatch.setattr(metrics, "ThreadPoolExecutor", CountedPool)
+    for scorer, args in (
+        (metrics.mean_average_precision_sign_scorer, (v[:10], v[10:])),
+        (metrics.mean_average_precision_scorer, (sign_codes(v[:10]), sign_codes(v[10:]))),
+    ):
+        pools.clear()
+        score = scorer(lq, lb, 16, n_threads=2)
+        assert [score(*args) for _ in range(4)] == [expected] * 4
+        assert len(pools) == 1
+
+
+def test_sign_scorer_refuses_nan_and_mismatched_shapes():
+    _, _, lq, lb = make_data(3, 4, 10, 8)
+    score = metrics.mean_average_precision_sign_scorer(lq, lb, 8)
+    v = np.ones((14, 8))
+    v[12, 3] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        score(v[:4], v[4:])
+    with pytest.raises(MismatchError):
+        score(v[:4, :7], v[4:, :7])
+    with pytest.raises(MismatchError):
+        score(v[:3], np.ones((10, 8)))
 
 
 def test_padding_bits_set_are_refused_not_read_out_of_range():

@@ -140,8 +140,8 @@ def test_random_search_scores_multi_hot_labels_by_the_protocols_map_at_k(monkeyp
         seen.append(top_k)
         return real(labels_q, labels_b, bits, top_k, **kwargs)
 
-    real = metrics.mean_average_precision_scorer
-    monkeypatch.setattr(metrics, "mean_average_precision_scorer", spy)
+    real = metrics.mean_average_precision_sign_scorer
+    monkeypatch.setattr(metrics, "mean_average_precision_sign_scorer", spy)
     h, y = clustered_embeddings(n_per_class=10, classes=3, bits=8)
     multi_hot = np.eye(3, dtype=np.uint8)[y]
     random_search_rotation(h[:9], h[9:], y[:9], y[9:], steps=2)

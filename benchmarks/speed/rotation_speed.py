@@ -11,10 +11,11 @@ ties in distance): the hardest case for a counting kernel, with nothing to dedup
 
 1. Per candidate: ``--candidates`` rotations R G (G a random plane rotation, as the search
    draws them, R a random rotation), each scored both ways in alternating order, as each
-   search scores it: the candidate's codes (old: sgn(H (R G)^T); new: the current
-   projections H R^T plus a rank-2 term) and their exact mAP over the whole database, ties by
-   database order (old: argsort_map.py; new: hashkit's counting kernel). Wall and CPU
-   seconds of each, and the largest difference between the two mAPs.
+   search scores it: the candidate's codes (old: sgn(H (R G)^T), packed; new: the current
+   projections H R^T plus a rank-2 term, their signs read straight into bit planes) and their
+   exact mAP over the whole database, ties by database order (old: argsort_map.py; new:
+   hashkit's counting kernel). Wall and CPU seconds of each, and the largest difference
+   between the two mAPs.
 2. The whole search, fixed seed, ``--steps`` steps: hashkit's ``random_search_rotation``
    against the old loop with the old evaluator (argsort_map.random_search_rotation); the
    accepted steps, the history of the best mAP and the final rotation must be identical.
@@ -31,6 +32,7 @@ import platform
 import shlex
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import argsort_map  # noqa: E402  (the old evaluator, kept here as the baseline)
+from eval_command import _all_distances  # noqa: E402  (the popcount floor)
 
 from hashkit import metrics  # noqa: E402
 from hashkit.codes import sign_codes  # noqa: E402
@@ -62,8 +65,20 @@ def timed(fn):
     return value, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def popcount_floor(xq, xb):
+    """Every pair's Hamming distance of the candidate's codes, one popcount per pair, in as
+    many threads over query blocks as the scorer uses: the least an exact mAP must do."""
+    wq, wb = metrics._code_words(xq), metrics._code_words(xb)
+    threads = len(os.sched_getaffinity(0))
+    blocks = np.array_split(np.arange(len(xq)), threads * 4)
+    with ThreadPoolExecutor(threads) as pool:
+        list(
+            pool.map(lambda rows: _all_distances(wq[rows], wb, np.empty(len(wb), np.uint8)), blocks)
+        )
+
+
 def per_candidate(hq, hb, lq, lb, bits, n, seed):
-    new = metrics.mean_average_precision_scorer(lq, lb, bits)
+    new = metrics.mean_average_precision_sign_scorer(lq, lb, bits)
     rng = np.random.default_rng(seed)
     hq64, hb64 = hq.astype(np.float64), hb.astype(np.float64)
     r = plane_rotation(bits, 1.0, rng) @ plane_rotation(bits, 1.0, rng)
@@ -81,9 +96,10 @@ def per_candidate(hq, hb, lq, lb, bits, n, seed):
         right = turn.T @ (r @ u).T
         _turned_projections(hq64, vq, u, right, turned_q)
         _turned_projections(hb64, vb, u, right, turned_b)
-        return new(sign_codes(turned_q), sign_codes(turned_b))
+        return new(turned_q, turned_b)
 
     new_score(*plane_rotation_factors(bits, 0.5, rng))  # loads (or compiles) the kernel
+    popcount_floor(sign_codes(turned_q[:1]), sign_codes(turned_b))
     rows = []
     for i in range(n):
         factors = plane_rotation_factors(bits, rng.uniform(-1, 1), rng)
@@ -92,6 +108,9 @@ def per_candidate(hq, hb, lq, lb, bits, n, seed):
         for name, score in order if i % 2 == 0 else order[::-1]:
             value, wall, cpu = timed(lambda s=score, f=factors: s(*f))
             row[name] = {"map": value, "wall_s": wall, "cpu_s": cpu}
+        xq, xb = sign_codes(turned_q), sign_codes(turned_b)  # this candidate's codes
+        _, wall, cpu = timed(lambda xq=xq, xb=xb: popcount_floor(xq, xb))
+        row["floor"] = {"wall_s": wall, "cpu_s": cpu}
         rows.append(row)
     return rows
 
@@ -157,6 +176,8 @@ def main() -> None:
     new_wall_s = [r["new"]["wall_s"] for r in rows]
     old_cpu_s = [r["old"]["cpu_s"] for r in rows]
     new_cpu_s = [r["new"]["cpu_s"] for r in rows]
+    floor_wall_s = [r["floor"]["wall_s"] for r in rows]
+    floor_cpu_s = [r["floor"]["cpu_s"] for r in rows]
     ratios = np.array(old_wall_s) / np.array(new_wall_s)
     accepted_new = np.flatnonzero(np.diff(new_history)).tolist()
     accepted_old = np.flatnonzero(np.diff(old_history)).tolist()
@@ -184,6 +205,9 @@ def main() -> None:
             "new_wall_s": summary(new_wall_s),
             "old_cpu_s": summary(old_cpu_s),
             "new_cpu_s": summary(new_cpu_s),
+            "floor_wall_s": summary(floor_wall_s),
+            "floor_cpu_s": summary(floor_cpu_s),
+            "new_over_floor_cpu": float(np.median(new_cpu_s) / np.median(floor_cpu_s)),
             "speedup_wall_median": float(np.median(old_wall_s) / np.median(new_wall_s)),
             "speedup_cpu_median": float(np.median(old_cpu_s) / np.median(new_cpu_s)),
             "speedup_wall_per_candidate": summary(ratios),
@@ -242,8 +266,9 @@ def markdown(r: dict) -> str:
             "mAP over the whole database, ties by database order. Old (argsort_map.py, the "
             "code hashkit had): codes sgn(H (R G)^T), stable argsort of each query's uint8 "
             "distance row, threads over query blocks. New (hashkit.rotation + "
-            "hashkit.metrics.mean_average_precision_scorer): codes from the current "
-            "projections H R^T plus a rank-2 term, labels prepared once, the counting kernel "
+            "hashkit.metrics.mean_average_precision_sign_scorer): projections from the "
+            "current H R^T plus a rank-2 term, their signs read straight into the kernel's "
+            "bit planes (no packed codes), labels prepared once, the counting kernel "
             "`hashkit.ranking`, threads over query blocks.",
             "",
             f"## Per candidate ({p['candidates']} candidates, alternating order)",
@@ -260,6 +285,14 @@ def markdown(r: dict) -> str:
             f"{p['speedup_wall_per_candidate']['max']:.1f}x). Largest difference between the "
             f"two scorers' mAP: {p['max_abs_map_difference']:.1e}.",
             "",
+            "Floor: every pair's Hamming distance of the same candidate's codes, one popcount "
+            f"per pair, same threads: CPU {_ms(p['floor_cpu_s'])} ms, wall "
+            f"{_ms(p['floor_wall_s'])} ms. The new score takes {p['new_over_floor_cpu']:.1f}x "
+            "the floor's CPU time.",
+            "",
+            f"Issue 10's target, at least 10x per candidate: **{_verdict(p)}**. Where the "
+            "new score's time goes: README.md in this folder.",
+            "",
             f"## Whole search ({s['steps']} steps, seed {s['seed']})",
             "",
             f"Old scorer {s['old_wall_s']:.1f} s, new {s['new_wall_s']:.1f} s "
@@ -273,6 +306,13 @@ def markdown(r: dict) -> str:
             "",
         ]
     )
+
+
+def _verdict(p: dict) -> str:
+    wall, cpu = p["speedup_wall_median"], p["speedup_cpu_median"]
+    if min(wall, cpu) >= 10:
+        return f"met ({wall:.1f}x wall, {cpu:.1f}x CPU)"
+    return f"not met ({wall:.1f}x wall, {cpu:.1f}x CPU)"
 
 
 def _ms(stats: dict) -> str:
