@@ -83,9 +83,20 @@ def _runs(version: str) -> list[dict]:
     return sorted((json.loads(p.read_text()) for p in paths), key=lambda r: r["config"]["seed"])
 
 
+def _shipped_runs() -> list[dict]:
+    """The tuning trials of the default recipe with the shipped code: this pipeline, its own
+    augmentation stream and the class-balanced sampler after its fix (issue 9)."""
+    paths = [TUNING / "runs" / f"{BEFORE}-s{s}-fixed-sampler.json" for s in range(3)]
+    return [json.loads(p.read_text()) for p in paths if p.exists()]
+
+
 def report() -> str:
     before = [json.loads((TUNING / "runs" / f"{trial_name(s)}.json").read_text()) for s in range(3)]
-    versions = {"after": _runs("after"), "same-seed": _runs("same-seed")}
+    versions = {
+        "after": _runs("after"),
+        "same-seed": _runs("same-seed"),
+        "shipped (+ sampler fix)": _shipped_runs(),
+    }
     paired = [
         "| version | seed | " + " | ".join(label for _, _, label in SCORES) + " |",
         "|---|---|" + "---|" * len(SCORES),
@@ -105,7 +116,11 @@ def report() -> str:
         "± standard deviation over training seeds. *before*: the committed tuning runs "
         f"`{BEFORE}`, `-s1`, `-s2` (the pipeline before, the class-balanced sampler as it was "
         "then); *after*: the same trials, same sampler, this tree's pipeline "
-        "(`training_quality.py`).\n\n"
+        "(`training_quality.py`); *same-seed*: the first version of the new pipeline, whose "
+        "augmentation shared torch's global random stream; *shipped (+ sampler fix)*: the "
+        f"tuning trials `{BEFORE}-s0-fixed-sampler` .. `-s2-...` (the pipeline with its own "
+        "augmentation stream and the class-balanced sampler after its fix, "
+        "benchmarks/tuning/README.md), so two changes at once.\n\n"
         + _table({"before": before, **versions})
         + "\n\nAfter minus before, paired by training seed:\n\n"
         + "\n".join(paired)
