@@ -198,41 +198,56 @@ def global_batch_norm_class():
 _GLOBAL_BATCH_NORM = None
 
 
-def sync_batch_norms(net, device) -> list[tuple[object, str, object]]:
+def sync_batch_norms(net, device) -> None:
     """Replace every batch norm in ``net`` by one over the global batch (SyncBatchNorm on a
-    GPU, GlobalBatchNorm on a CPU), keeping its parameters and buffers. Returns what
-    ``restore_batch_norms`` needs to put plain batch norms back."""
+    GPU, GlobalBatchNorm on a CPU). The new modules hold the very parameter and buffer
+    tensors of the old ones, so an optimiser built before still updates them, and
+    ``restore_batch_norms`` puts plain batch norms back with the state they reached."""
     import torch
 
     gpu = torch.device(device).type == "cuda"
-    swapped = []
+    cls = torch.nn.SyncBatchNorm if gpu else global_batch_norm_class()
+    _replace_batch_norms(net, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d), lambda _: cls)
+
+
+def restore_batch_norms(net) -> None:
+    """Put back the plain batch norms that ``sync_batch_norms`` replaced, holding the same
+    tensors."""
+    import torch
+
+    kinds = (torch.nn.SyncBatchNorm, global_batch_norm_class())
+    _replace_batch_norms(net, kinds, lambda old: old.plain_class)
+
+
+def plain_copy(net):
+    """A copy of ``net`` with plain batch norms, e.g. for inference (torch.fx cannot trace the
+    global batch norm's all-reduce)."""
+    import copy
+
+    twin = copy.deepcopy(net)
+    restore_batch_norms(twin)
+    return twin
+
+
+def _replace_batch_norms(net, kinds, new_class) -> None:
     for parent in list(net.modules()):
-        for name, child in list(parent.named_children()):
-            if not isinstance(child, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+        for name, old in list(parent.named_children()):
+            if not isinstance(old, kinds):
                 continue
-            cls = torch.nn.SyncBatchNorm if gpu else global_batch_norm_class()
-            new = cls(
-                child.num_features,
-                eps=child.eps,
-                momentum=child.momentum,
-                affine=child.affine,
-                track_running_stats=child.track_running_stats,
-            ).to(device)
-            new.load_state_dict(child.state_dict())
-            new.train(child.training)
+            new = new_class(old)(
+                old.num_features,
+                eps=old.eps,
+                momentum=old.momentum,
+                affine=old.affine,
+                track_running_stats=old.track_running_stats,
+            )
+            for key in ("weight", "bias"):
+                setattr(new, key, getattr(old, key))
+            for key in ("running_mean", "running_var", "num_batches_tracked"):
+                setattr(new, key, getattr(old, key))
+            new.plain_class = getattr(old, "plain_class", type(old))
+            new.train(old.training)
             setattr(parent, name, new)
-            swapped.append((parent, name, child))
-    return swapped
-
-
-def restore_batch_norms(swapped) -> None:
-    """Put back the plain batch norms ``sync_batch_norms`` replaced, with the state they
-    reached."""
-    for parent, name, original in swapped:
-        current = getattr(parent, name)
-        original.load_state_dict(current.state_dict())
-        original.train(current.training)
-        setattr(parent, name, original)
 
 
 def broadcast_object(obj, src: int = 0):

@@ -297,9 +297,8 @@ def train_network(
 
         writer = EpochLog(epoch_log, records)
     model = net
-    swapped = []
     if world > 1:
-        swapped = distributed.sync_batch_norms(net, device)
+        distributed.sync_batch_norms(net, device)
         gpu = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=gpu)
     first = len(epoch_losses)
@@ -363,7 +362,8 @@ def train_network(
         )
     if writer is not None:
         writer.close()
-    distributed.restore_batch_norms(swapped)
+    if world > 1:
+        distributed.restore_batch_norms(net)
     net.eval()
     if world > 1:
         _check_ranks_agree(net)
@@ -372,9 +372,12 @@ def train_network(
 
 def _validation_map(net, dataset, validation, config, device) -> float:
     """mAP of sgn(h) of the validation queries against the validation database."""
+    from hashkit import distributed
     from hashkit.metrics import mean_average_precision
 
     query, database = validation
+    _, world = distributed.rank_and_world()
+    net = distributed.plain_copy(net) if world > 1 else net
     net.eval()
     with torch.no_grad():
         hq = embed_dataset(net, dataset, query, device, num_workers=config.num_workers)

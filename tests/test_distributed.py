@@ -45,6 +45,8 @@ def step(x, labels, sync):
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
     loss_fn = make_method_loss(TrainConfig(bits=8, method=method), labels.numpy())
+    # built before the batch norms are swapped, as in hashkit.train
+    optimiser = torch.optim.SGD([*net.parameters(), *loss_fn.parameters()], lr=0.1)
     if world == 1:
         loss = loss_fn(net(x), labels)
     else:
@@ -56,10 +58,15 @@ def step(x, labels, sync):
         loss = loss_fn(h, distributed.gather_labels(labels[part]))
     loss.backward()
     params = [*net.named_parameters(), *loss_fn.named_parameters()]
+    grads = {n: p.grad.clone() for n, p in params}
+    optimiser.step()
+    if world > 1 and sync:
+        distributed.restore_batch_norms(net)
     return {
         "loss": loss.detach(),
-        "grads": {n: p.grad.clone() for n, p in params},
+        "grads": grads,
         "stats": {n: b.clone() for n, b in net.named_buffers() if "running" in n},
+        "stepped": {n: p.detach().clone() for n, p in net.state_dict(keep_vars=True).items()},
     }
 
 
@@ -117,6 +124,11 @@ def test_a_step_on_two_ranks_equals_one_process_on_the_concatenated_batch(tmp_pa
         assert ddp["stats"].keys() == single["stats"].keys() and single["stats"]
         for name, s in single["stats"].items():
             torch.testing.assert_close(ddp["stats"][name], s, rtol=1e-5, atol=1e-6, msg=name)
+        # and the optimiser, built before the batch norms were swapped, moved every weight
+        # (the batch norms' too) as one process's did
+        assert ddp["stepped"].keys() == single["stepped"].keys()
+        for name, w in single["stepped"].items():
+            torch.testing.assert_close(ddp["stepped"][name], w, rtol=1e-5, atol=1e-6, msg=name)
         # not equal by accident: batch norms over each rank's half alone (DDP without
         # hashkit's global batch norms) give other gradients
         assert any(
@@ -212,7 +224,8 @@ def test_validation_images_are_held_out_and_scored_every_epoch(tmp_path):
 # ---- the command line, killed for real ----------------------------------------------------
 
 TRAIN = ["train", "--bits", "8", "--epochs", "30", "--batch-size", "12", "--per-class", "4",
-         "--rotation-steps", "10", "--no-augment", "--device", "cpu", "-q"]  # fmt: skip
+         "--rotation-steps", "10", "--no-augment", "--device", "cpu", "--val-images", "6",
+         "-q"]  # fmt: skip
 
 
 def _kill_after_first_checkpoint(cmd: list, checkpoint: Path, out: Path) -> None:
@@ -278,3 +291,5 @@ def test_a_killed_run_resumed_ends_with_the_bundle_of_an_uninterrupted_run(
     assert [int(r["epoch"]) for r in rows] == list(range(1, 31))
     reference = list(csv.DictReader(open(tmp_path / "whole.epochs.csv")))
     assert [r["loss"] for r in rows] == [r["loss"] for r in reference]
+    assert [r["val_map"] for r in rows] == [r["val_map"] for r in reference]
+    assert all(0 < float(r["val_map"]) <= 1 for r in rows)  # measured by rank 0, every epoch
