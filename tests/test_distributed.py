@@ -209,6 +209,21 @@ def test_resuming_with_another_recipe_or_without_a_checkpoint_is_refused(tmp_pat
         train_network(ds, split.train, config, checkpoint=tmp_path / "none.ckpt", resume=True)
 
 
+def test_the_epoch_log_goes_to_tensorboard_too(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ds = toy_dataset()
+    split = toy_split(ds)
+    _, losses = train_network(
+        ds, split.train, TrainConfig(**TINY), epoch_log=tmp_path / "m.epochs.csv"
+    )
+    events = EventAccumulator(str(tmp_path / "m.tb")).Reload()
+    logged = events.Scalars("train/loss")
+    assert [e.step for e in logged] == [1, 2, 3]
+    assert [e.value for e in logged] == pytest.approx(losses, rel=1e-6)
+    assert len(events.Scalars("train/lr")) == 3
+
+
 def test_validation_images_are_held_out_and_scored_every_epoch(tmp_path):
     from hashkit.train import train
 
