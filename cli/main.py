@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 
 import click
 
@@ -103,6 +104,17 @@ def user_error(exc: BaseException) -> CommandError | None:
     return None
 
 
+# Commands of long bulk work (training, encoding, indexing) and the server: their OpenMP
+# threads (torch's, FAISS's) sleep while they wait instead of spinning, libgomp's default.
+# Spinning threads made a training epoch 4-7x slower as soon as other processes shared the
+# cores (benchmarks/speed/training.md) and starved the server's event loop (docs/serve.md);
+# but sleeping threads made a FAISS IVF search of 1,000 queries about 7x slower, so `search`,
+# `bench` and a plain `import hashkit` keep the default. libgomp reads the variable when
+# torch or FAISS first loads it, which no command has done yet when this group runs; a value
+# set in the environment always wins.
+SLEEPING_THREAD_COMMANDS = frozenset({"train", "encode", "build-index", "add", "serve"})
+
+
 class HashkitGroup(click.Group):
     """The group: HashkitError and the OS errors of ``USER_OS_ERRORS`` become a CommandError,
     Ctrl-C becomes Interrupted; Click prints them (``show``) and exits with their code."""
@@ -123,7 +135,8 @@ class HashkitGroup(click.Group):
     cls=HashkitGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
 )
 @click.version_option(__version__, prog_name="hashkit")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """hashkit: learn compact binary image codes (SDSH) and search them with FAISS.
 
     Errors you can fix print one line (`hashkit: error: ...`, exit 1); a bad option value is
@@ -136,6 +149,8 @@ def cli() -> None:
       hashkit search out.faiss query.png -k 10
       hashkit bench --bits 32 --model model.pt --out bench/
     """
+    if ctx.invoked_subcommand in SLEEPING_THREAD_COMMANDS:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _register() -> None:

@@ -84,15 +84,10 @@ def serve_command(
       HASHKIT_TOKEN=s3cret hashkit serve out.faiss --host 0.0.0.0 --port 8080
       hashkit serve out.faiss --max-batch 1     # no batching
     """
-    import os
     from pathlib import Path
 
     from hashkit.errors import HashkitError
 
-    # OpenMP threads (FAISS's and torch's) that spin after each parallel region starve the
-    # event loop on a small machine: 7 code queries/s instead of 245 on 2 busy cores. libgomp
-    # reads this when FAISS or torch loads it, which is below.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import uvicorn
 

@@ -110,14 +110,34 @@ def test_decoded_file_batches_are_uint8_and_skip_bad_files_with_their_positions(
     assert collate_decoded([(None, 0, "bad")])[0] is None
 
 
-def test_importing_hashkit_makes_openmp_wait_passively_unless_the_user_chose(tmp_path):
-    code = "import hashkit, os; print(os.environ['OMP_WAIT_POLICY'])"
+OPENMP_POLICY = """
+import os, sys
+import hashkit.cli.main as cli
+cli.cli.add_command(cli.click.Command(sys.argv[1], callback=lambda: None))  # a stand-in
+cli.cli([sys.argv[1]], standalone_mode=False)
+print(os.environ.get("OMP_WAIT_POLICY", "unset"))
+"""
+
+
+@pytest.mark.parametrize(
+    "command,policy",
+    [("train", "PASSIVE"), ("build-index", "PASSIVE"), ("serve", "PASSIVE"),
+     ("search", "unset"), ("bench", "unset")],
+)  # fmt: skip
+def test_bulk_commands_make_openmp_threads_sleep_and_searches_keep_the_default(command, policy):
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     run = lambda env: subprocess.run(  # noqa: E731
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert run(env) == "PASSIVE"
-    assert run({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+        [sys.executable, "-c", OPENMP_POLICY, command],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert run(env) == policy
+    assert run({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"  # the user's choice wins
+    # and a plain import leaves it alone (a library user's FAISS searches keep spinning)
+    plain = subprocess.run(
+        [sys.executable, "-c", "import hashkit, os; print(os.environ.get('OMP_WAIT_POLICY'))"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert plain.stdout.strip() == "None"
 
 
 @pytest.mark.parametrize("augment", ["none", "crop", "crop-flip", "affine"])

@@ -215,7 +215,9 @@ def reading(result: dict) -> list[str]:
         "OpenMP threads spin while they wait for each other, and on a machine whose cores "
         "other jobs share that costs "
         f"{threads['ratio_median']:.1f}x in wall time and {threads['cpu_ratio_median']:.1f}x "
-        "in CPU time; hashkit now sets OMP_WAIT_POLICY=PASSIVE when imported. On a machine "
+        "in CPU time; hashkit train (and encode, build-index, add, serve) now sets "
+        "OMP_WAIT_POLICY=PASSIVE (openmp_wait.md: not search or bench, whose short FAISS "
+        "searches it slows). On a machine "
         "nobody else uses, this part of the gain would be small (not measured: no idle "
         "machine here).",
         f"- The pipeline itself (whole uint8 batches, triplets from positive pairs, ReLU after "
