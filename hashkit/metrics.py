@@ -165,10 +165,7 @@ def mean_average_precision_scorer(
     (hundreds of candidate rotations). ``xq`` uint8 ``nq x ceil(bits/8)`` and ``xb`` uint8
     ``nb x ceil(bits/8)``, rows in the order of ``labels_q`` and ``labels_b``.
     """
-    labels_q, labels_b = np.asarray(labels_q), np.asarray(labels_b)
-    labels = _Labels.build(labels_q, labels_b, len(labels_q), len(labels_b))
-    k = None if top_k is None else _check_k(top_k)
-    pools: dict = {}  # worker threads kept for the scorer's life
+    labels_q, labels_b, labels, k, pools = _scorer_state(labels_q, labels_b, top_k)
 
     def score(xq: np.ndarray, xb: np.ndarray) -> float:
         xq, xb = _as_codes(xq, bits, "query"), _as_codes(xb, bits, "database")
@@ -181,10 +178,24 @@ def mean_average_precision_scorer(
         stats = _scan_prepared(
             xq, xb, labels, bits, ks=(cut,), histograms=False, n_threads=n_threads, pools=pools
         )
-        ap = _ap_from_sums(stats.ap_sum[:, 0], stats.hits[:, 0], stats.relevant, cut, "retrieved")
-        return float(ap.mean())
+        return _scorer_map(stats, cut)
 
     return score
+
+
+def _scorer_state(labels_q, labels_b, top_k):
+    """What a scorer prepares once: the label arrays, their prepared form, the cut-off and
+    the pool of worker threads kept for the scorer's life."""
+    labels_q, labels_b = np.asarray(labels_q), np.asarray(labels_b)
+    labels = _Labels.build(labels_q, labels_b, len(labels_q), len(labels_b))
+    k = None if top_k is None else _check_k(top_k)
+    return labels_q, labels_b, labels, k, {}
+
+
+def _scorer_map(stats, cut: int) -> float:
+    """The mAP of a scorer's scan at ``cut`` (normaliser "retrieved")."""
+    ap = _ap_from_sums(stats.ap_sum[:, 0], stats.hits[:, 0], stats.relevant, cut, "retrieved")
+    return float(ap.mean())
 
 
 def mean_average_precision_sign_scorer(
@@ -207,11 +218,8 @@ def mean_average_precision_sign_scorer(
     from hashkit import ranking
 
     bits = check_bits(bits)
-    labels_q, labels_b = np.asarray(labels_q), np.asarray(labels_b)
-    labels = _Labels.build(labels_q, labels_b, len(labels_q), len(labels_b))
-    k = None if top_k is None else _check_k(top_k)
+    labels_q, labels_b, labels, k, pools = _scorer_state(labels_q, labels_b, top_k)
     positions = np.arange(bits, dtype=np.int64)
-    pools: dict = {}  # worker threads kept for the scorer's life
 
     def score(vq: np.ndarray, vb: np.ndarray) -> float:
         vq = np.ascontiguousarray(vq, dtype=np.float64)
@@ -246,8 +254,7 @@ def mean_average_precision_sign_scorer(
             n_threads=n_threads,
             pools=pools,
         )
-        ap = _ap_from_sums(stats.ap_sum[:, 0], stats.hits[:, 0], stats.relevant, cut, "retrieved")
-        return float(ap.mean())
+        return _scorer_map(stats, cut)
 
     return score
 
