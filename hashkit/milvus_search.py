@@ -16,15 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from hashkit.codes import BIT_ORDER, code_bytes
-from hashkit.errors import HashkitError, MismatchError, ModelError
+from hashkit.errors import HashkitError, MismatchError
 from hashkit.export.milvus import (
     MAX_ROWS,
     MilvusConnection,
     milvus_errors,
     open_collection,
 )
-from hashkit.index.compat import check_compatible
-from hashkit.search import Hit, iter_query_codes
+from hashkit.search import Hit, encode_query_images, iter_query_codes, load_checked_bundle
 
 # Hits per search request (queries x k): keeps each reply far below gRPC's message limit.
 HITS_PER_REQUEST = 100_000
@@ -83,33 +82,14 @@ class MilvusSearcher:
     @property
     def bundle(self):
         if self._bundle is None:
-            from hashkit.bundle import load_bundle
-
-            if self._model_path is None:
-                raise ModelError(f"{self.name} does not name its model: pass --model")
-            bundle = load_bundle(self._model_path)
-            check_compatible(
-                bits_a=bundle.bits,
-                bits_b=self.bits,
-                what_a=f"model {self._model_path}",
-                what_b=self.name,
-                fingerprint_a=bundle.fingerprint,
-                fingerprint_b=self.fingerprint,
+            self._bundle = load_checked_bundle(
+                self._model_path, self.bits, self.fingerprint, self.name
             )
-            self._bundle = bundle
         return self._bundle
 
     def encode_images(self, paths: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Packed codes ``n x ceil(bits/8)`` of query images (all must be readable)."""
-        from hashkit.encode import iter_file_codes
-
-        out = [
-            codes
-            for _, codes in iter_file_codes(
-                self.bundle, paths, batch_size=batch_size, device=self.device, strict=True
-            )
-        ]
-        return np.concatenate(out)
+        return encode_query_images(self.bundle, paths, self.device, batch_size)
 
     def _search(self, xq: np.ndarray, k: int, paths: bool) -> list[list[tuple[int, int, str]]]:
         """Per query, ``(distance, id, path)`` of the k nearest, by distance then id."""

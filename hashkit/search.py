@@ -117,33 +117,14 @@ class Searcher:
     @property
     def bundle(self):
         if self._bundle is None:
-            from hashkit.bundle import load_bundle
-
-            if self._model_path is None:
-                raise ModelError("the index does not name its model: pass --model")
-            bundle = load_bundle(self._model_path)
-            check_compatible(
-                bits_a=bundle.bits,
-                bits_b=self.info.bits,
-                what_a=f"model {self._model_path}",
-                what_b="the index",
-                fingerprint_a=bundle.fingerprint,
-                fingerprint_b=self.fingerprint,
+            self._bundle = load_checked_bundle(
+                self._model_path, self.info.bits, self.fingerprint, "the index"
             )
-            self._bundle = bundle
         return self._bundle
 
     def encode_images(self, paths: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Packed codes ``n x ceil(bits/8)`` of query images (all must be readable)."""
-        from hashkit.encode import iter_file_codes
-
-        out = [
-            codes
-            for _, codes in iter_file_codes(
-                self.bundle, paths, batch_size=batch_size, device=self.device, strict=True
-            )
-        ]
-        return np.concatenate(out)
+        return encode_query_images(self.bundle, paths, self.device, batch_size)
 
     def search(self, xq: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """``D`` int32 nq x k Hamming distances and ``I`` int64 nq x k store ids (-1: none) of
@@ -300,3 +281,36 @@ def _load_npy_codes(path: Path, bits: int) -> np.ndarray:
         return check_packed(xq, bits, f"query codes in {path}")
     except HashkitError as exc:
         raise DataError(str(exc)) from None
+
+
+def load_checked_bundle(model_path, bits: int, fingerprint: str, what: str):
+    """The model bundle at ``model_path``, checked against the ``bits`` and model
+    ``fingerprint`` that ``what`` (an index, a collection) records; ModelError when there is
+    no model to load."""
+    from hashkit.bundle import load_bundle
+
+    if model_path is None:
+        raise ModelError(f"{what} does not name its model: pass --model")
+    bundle = load_bundle(model_path)
+    check_compatible(
+        bits_a=bundle.bits,
+        bits_b=bits,
+        what_a=f"model {model_path}",
+        what_b=what,
+        fingerprint_a=bundle.fingerprint,
+        fingerprint_b=fingerprint,
+    )
+    return bundle
+
+
+def encode_query_images(bundle, paths: Sequence[str], device, batch_size: int = 256) -> np.ndarray:
+    """Packed codes ``n x ceil(bits/8)`` of query images (all must be readable)."""
+    from hashkit.encode import iter_file_codes
+
+    out = [
+        codes
+        for _, codes in iter_file_codes(
+            bundle, paths, batch_size=batch_size, device=device, strict=True
+        )
+    ]
+    return np.concatenate(out)
