@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from serve_helpers import free_port
 from test_train import TINY, toy_dataset, toy_split
 
 from hashkit.bundle import load_bundle
@@ -82,12 +82,6 @@ else:
     result = {"sync": step(x, labels, True)}
 torch.save(result, f"{out}/{world}-{rank}.pt")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(args: list, **kwargs) -> list:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_class_images
+from serve_helpers import free_port
 
 from hashkit import segments
 from hashkit.bundle import Bundle, save_bundle
@@ -225,12 +225,6 @@ def test_hashkit_add_grows_the_store_in_segments(tmp_path):
     assert len(list(segment_dir(path).iterdir())) == 3
     assert read_store(path).ids.tolist() == list(range(28))
     assert read_index(index)[0].ntotal == 28
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_encode_on_two_torchrun_processes_writes_the_store_one_process_writes(tmp_path, run_cli):
