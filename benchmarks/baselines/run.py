@@ -26,13 +26,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
+import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from resumable import run_claimed  # noqa: E402  (benchmarks/resumable.py, shared by the runners)
 
 HERE = Path(__file__).resolve().parent
 
@@ -281,65 +284,16 @@ def run_one(plan: Plan, row: str, protocol: str, bits: int, seed: int, lr: float
     }
 
 
-# -- running: claims, resumption ----------------------------------------------------------
-# (the same lock-file scheme as benchmarks/paper_table/run.py)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _claim(runs: Path, name: str) -> bool:
-    """Create runs/<name>.lock holding our pid; False when a live worker holds it."""
-    lock = runs / f"{name}.lock"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid):
-                return False
-            lock.unlink(missing_ok=True)
-            continue
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        return True
-    return False
-
-
-def _run_claimed(plan: Plan, name: str, work, log) -> bool:
-    """Run ``work()`` for the run ``name`` unless it is done or claimed; True if it ran."""
-    out = plan.runs / f"{name}.json"
-    if out.exists() or not _claim(plan.runs, name):
-        return False
-    try:
-        started = time.perf_counter()
-        result = work()
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(out)
-        log(f"{name}: done ({time.perf_counter() - started:.0f}s)")
-        return True
-    finally:
-        (plan.runs / f"{name}.lock").unlink(missing_ok=True)
-
-
 def run_missing(plan: Plan, limit: int | None, log) -> None:
     plan.runs.mkdir(parents=True, exist_ok=True)
     done = 0
     for row, lr in lr_jobs(plan):
         if limit is not None and done >= limit:
             return
-        done += _run_claimed(plan, lr_name(row, lr), partial(run_lr_trial, plan, row, lr), log)
+        done += (
+            run_claimed(plan.runs, lr_name(row, lr), partial(run_lr_trial, plan, row, lr), log)
+            is not None
+        )
     for row, protocol, bits, seed in table_jobs(plan):
         if limit is not None and done >= limit:
             return
@@ -347,7 +301,7 @@ def run_missing(plan: Plan, limit: int | None, log) -> None:
         if lr is None:  # another worker is still choosing this row's learning rate
             continue
         work = partial(run_one, plan, row, protocol, bits, seed, lr)
-        done += _run_claimed(plan, run_name(row, protocol, bits, seed), work, log)
+        done += run_claimed(plan.runs, run_name(row, protocol, bits, seed), work, log) is not None
 
 
 # -- the report ---------------------------------------------------------------------------

@@ -24,12 +24,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
+import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from resumable import run_claimed  # noqa: E402  (benchmarks/resumable.py, shared by the runners)
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"
@@ -149,37 +153,6 @@ def run_one(loss_label: str, bits: int, seed: int) -> dict:
     }
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _claim(name: str) -> bool:
-    """Create runs/<name>.lock holding our pid; False when a live worker holds it."""
-    lock = RUNS / f"{name}.lock"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid):
-                return False
-            lock.unlink(missing_ok=True)
-            continue
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        return True
-    return False
-
-
 def run_missing(limit: int | None, log) -> None:
     RUNS.mkdir(exist_ok=True)
     done = 0
@@ -187,20 +160,10 @@ def run_missing(limit: int | None, log) -> None:
         if limit is not None and done >= limit:
             return
         name = run_name(loss, bits, seed)
-        out = RUNS / f"{name}.json"
-        if out.exists() or not _claim(name):
-            continue
-        try:
-            t = time.perf_counter()
-            result = run_one(loss, bits, seed)
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(result, indent=1))
-            tmp.replace(out)
-            maps = {k: round(v["map"], 4) for k, v in result["quantisers"].items()}
-            log(f"{name}: {maps} ({time.perf_counter() - t:.0f}s)")
+        result = run_claimed(RUNS, name, partial(run_one, loss, bits, seed), log)
+        if result is not None:
+            log(f"{name}: " + str({k: round(v["map"], 4) for k, v in result["quantisers"].items()}))
             done += 1
-        finally:
-            (RUNS / f"{name}.lock").unlink(missing_ok=True)
 
 
 def _mean_std(values: list[float]) -> dict:
