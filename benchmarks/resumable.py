@@ -21,16 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-
-def alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (one of another user counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from hashkit.atomic import atomic_path, pid_alive
 
 
 def claim(runs: Path, name: str) -> bool:
@@ -47,7 +38,7 @@ def claim(runs: Path, name: str) -> bool:
                 pid = int(lock.read_text() or 0)
             except (OSError, ValueError):
                 pid = 0
-            if pid and alive(pid):
+            if pid_alive(pid):
                 return False
             lock.unlink(missing_ok=True)
             continue
@@ -70,9 +61,8 @@ def run_claimed(runs: Path, name: str, work: Callable[[], dict], log: Callable[[
     try:
         started = time.perf_counter()
         result = work()
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(out)
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(result, indent=1))
         log(f"{name}: done ({time.perf_counter() - started:.0f}s)")
         return result
     finally:
