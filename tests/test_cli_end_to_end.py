@@ -154,6 +154,36 @@ def test_every_command_has_help_with_an_example_and_points_only_at_docs_that_exi
     assert all((repo / name).is_file() for name in named), named
 
 
+def test_docs_cli_describes_every_command_and_every_option():
+    """README promises that docs/cli.md describes every command and option."""
+    import click
+
+    from hashkit.cli.commands import COMMANDS
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    missing = []
+    for command in COMMANDS:
+        subcommands = list(command.commands.values()) if isinstance(command, click.Group) else []
+        for cmd, title in [(command, command.name)] + [
+            (sub, f"{command.name} {sub.name}") for sub in subcommands
+        ]:
+            if cmd is command and subcommands:
+                continue  # a group: its sub-commands have the sections
+            if f"## hashkit {title}\n" not in doc:
+                missing.append(f"section of hashkit {title}")
+            for param in cmd.params:
+                missing += [
+                    f"hashkit {title} {opt}"
+                    for opt in param.opts + param.secondary_opts
+                    if opt.startswith("--")
+                    and opt != "--help"
+                    and f"`{opt}" not in doc
+                    and f"{opt}`" not in doc
+                    and f"/{opt}" not in doc
+                ]
+    assert not missing, missing
+
+
 def test_bench_reuses_the_models_data_and_split_and_writes_json_md_png(tmp_path, trained, run_cli):
     _, model = trained
     out = tmp_path / "bench"
