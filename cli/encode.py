@@ -38,6 +38,12 @@ def _check_output(ctx, param, args):
     help="Which items of DATA to encode (its protocol split).",
 )
 @encoding_options
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an encode that stopped (crash, kill, Ctrl-C): the codes it saved in "
+    "CODES.h5.partial/ are kept, the rest encoded (one process only).",
+)
 def encode_command(
     args,
     model,
@@ -52,6 +58,7 @@ def encode_command(
     strict,
     device,
     quiet,
+    resume,
 ):
     """Encode images into a code store (HDF5), in batches, without building an index.
 
@@ -60,13 +67,16 @@ def encode_command(
     argument or --data) is a built-in dataset, a labelled image folder or a list file: its
     items go in with their labels and their dataset indices as ids, so `hashkit eval` can
     score a query store against a database store; --data FOLDER reads a folder as DATA.
-    The store appears only when complete. Launched by torchrun (`torchrun --nproc-per-node N
+    The store appears only when complete; meanwhile the codes made so far are saved about
+    once a minute in CODES.h5.partial/, and after a crash the same command with --resume
+    continues from them. Launched by torchrun (`torchrun --nproc-per-node N
     -m hashkit encode ...`), each process encodes a share of the items and the result is one
     store, equal to what one process writes (its rows in segment files under CODES.h5.d/).
 
     \b
     Examples:
       hashkit encode --model model.pt images/ codes.h5
+      hashkit encode --model model.pt images/ codes.h5 --resume     # after a crash
       hashkit encode --model model.pt fashion-mnist query.h5 --part query
       hashkit encode --model model.pt --data fashion-mnist --part database db.h5
       hashkit eval query.h5 db.h5
@@ -104,10 +114,15 @@ def encode_command(
     from hashkit.distributed import launched_by_torchrun
     from hashkit.sharded_encode import encode_sharded
 
-    bundle = load_bundle(model)
     sharded = launched_by_torchrun()
+    if sharded and resume:
+        raise click.UsageError("--resume is for an encode on one process, not under torchrun")
+    bundle = load_bundle(model)
     first_rank = not sharded or os.environ.get("RANK", "0") == "0"
     progress = progress_factory(quiet or not first_rank)
+    # one process saves its codes as they come (hashkit.encode_checkpoint); ranks do not
+    checkpointing = None if sharded else resume
+    note = None if quiet else (lambda message: click.echo(message, err=True))
     if folder:
         from hashkit.encode import encode_files_to_store, find_images
 
@@ -128,6 +143,8 @@ def encode_command(
                 first_id=int(positions[0]) if len(positions) else 0,
                 progress=progress,
                 allow_empty=allow_empty,
+                resume=checkpointing,
+                note=note,
             )
 
         count = len(paths)
@@ -140,14 +157,18 @@ def encode_command(
         def write(store, positions, allow_empty=False):
             return _encode_dataset(
                 bundle, dataset, split, part, indices[positions], store,
-                batch_size, workers, device, strict, progress, allow_empty,
+                batch_size, workers, device, strict, progress, allow_empty, checkpointing, note,
             )  # fmt: skip
 
         count = len(indices)
     if sharded:
         report = encode_sharded(out, count, lambda store, positions: write(store, positions, True))
     else:
-        report = write(out, np.arange(count))
+        from hashkit.lock import FileLock
+
+        # held throughout: no other writer of CODES.h5 meanwhile, nor of its saved codes
+        with FileLock(out, on_wait=note, purpose="hashkit encode"):
+            report = write(out, np.arange(count))
     if first_rank:
         warn_unreadable(report.skipped)
         click.echo(f"wrote {out}: {report.encoded} {bundle.bits}-bit codes")
@@ -155,9 +176,10 @@ def encode_command(
 
 def _encode_dataset(
     bundle, dataset, split, part, indices, out, batch_size, workers, device, strict, progress,
-    allow_empty,
+    allow_empty, resume, note,
 ):  # fmt: skip
     from hashkit.encode import EncodeReport, iter_dataset_codes
+    from hashkit.encode_checkpoint import EncodeCheckpoint, item_digest
     from hashkit.errors import DataError
     from hashkit.store import StoreWriter
 
@@ -167,6 +189,33 @@ def _encode_dataset(
     if bundle.path:
         attrs["model_path"] = str(bundle.path)
     report = EncodeReport()
+    checkpoint = None
+    if resume is not None:
+        identity = {
+            "kind": "dataset",
+            "dataset": str(dataset.name),
+            "part": part,
+            "model": bundle.fingerprint,
+            "bits": bundle.bits,
+            "strict": bool(strict),
+            "indices": item_digest(np.asarray(indices)),
+        }
+        checkpoint = EncodeCheckpoint(out, identity, len(indices), resume=resume)
+
+    def encode_from(start):
+        return iter_dataset_codes(
+            bundle,
+            dataset,
+            indices[start:],
+            batch_size=batch_size,
+            num_workers=workers,
+            device=device,
+            strict=strict,
+            report=report,
+            progress=progress,
+        )
+
+    source = encode_from(0) if checkpoint is None else checkpoint.codes(encode_from, report, note)
     with StoreWriter(
         out,
         bundle.bits,
@@ -175,17 +224,7 @@ def _encode_dataset(
         class_names=dataset.class_names or None,
         extra_attrs=attrs,
     ) as writer:
-        for idx, codes in iter_dataset_codes(
-            bundle,
-            dataset,
-            indices,
-            batch_size=batch_size,
-            num_workers=workers,
-            device=device,
-            strict=strict,
-            report=report,
-            progress=progress,
-        ):
+        for idx, codes in source:
             writer.append(
                 codes,
                 idx,
@@ -194,4 +233,6 @@ def _encode_dataset(
             )
         if report.encoded == 0 and not allow_empty:
             raise DataError(f"none of the {len(indices)} items could be encoded")
+    if checkpoint is not None:
+        checkpoint.finished()
     return report

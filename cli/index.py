@@ -119,6 +119,12 @@ def index_options(func):
 @index_options
 @encoding_options
 @no_wait_option
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue encoding a folder after a crash, kill or Ctrl-C: the codes saved in "
+    "CODES.h5.partial/ are kept, the rest encoded.",
+)
 def build_index_command(
     source,
     out,
@@ -140,6 +146,7 @@ def build_index_command(
     device,
     quiet,
     no_wait,
+    resume,
 ):
     """Encode a folder of images (or take a code store) and write a FAISS binary index.
 
@@ -147,11 +154,14 @@ def build_index_command(
     store (.h5) written by `hashkit encode`. Beside OUT, OUT.json records the code store and
     model the index belongs to, and the search defaults (nprobe, ef-search, nflip). The
     store, the index and the sidecar are replaced together, or not at all; while another
-    add or build-index writes OUT, this one waits (or fails with --no-wait).
+    add or build-index writes OUT, this one waits (or fails with --no-wait). While a folder
+    is encoded, the codes made so far are saved about once a minute in CODES.h5.partial/;
+    after a crash the same command with --resume continues from them.
 
     \b
     Examples:
       hashkit build-index images/ out.faiss --model model.pt
+      hashkit build-index images/ out.faiss --model model.pt --resume    # after a crash
       hashkit build-index codes.h5 out.faiss --type ivf --nlist 1024 --nprobe 16
       hashkit build-index codes.h5 out.faiss --type hnsw --ef-search 128
       hashkit build-index codes.h5 out.faiss --factory BIVF4096_HNSW32
@@ -180,6 +190,8 @@ def build_index_command(
         progress=progress_factory(quiet),
         wait=not no_wait,
         on_wait=say_waiting,
+        resume=resume,
+        note=None if quiet else (lambda message: click.echo(message, err=True)),
     )
     if report.encoded is not None:
         warn_unlisted(report.unlisted)

@@ -205,16 +205,48 @@ def encode_files_to_store(
     first_id: int = 0,
     progress: Callable | None = None,
     allow_empty: bool = False,
+    resume: bool | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> EncodeReport:
     """Encode image files with a model bundle into a new code store (written atomically).
 
     Ids are ``first_id + position`` in ``paths``; an unreadable image is skipped (its id is
     not used) and listed in the report, or raises DataError with ``strict``. A store of no
     codes is refused unless ``allow_empty`` (one rank's share of a sharded encode).
+    ``resume``: None to keep no checkpoint; False or True to save the codes as they come
+    and, with True, continue an encode that stopped (:mod:`hashkit.encode_checkpoint`).
     """
     from hashkit.store import StoreWriter
 
     report = EncodeReport()
+    checkpoint = None
+    if resume is not None:
+        from hashkit.encode_checkpoint import EncodeCheckpoint, item_digest
+
+        identity = {
+            "kind": "image files",
+            "model": bundle.fingerprint,
+            "bits": bundle.bits,
+            "strict": bool(strict),
+            "first_id": int(first_id),
+            "paths": item_digest(paths),
+        }
+        checkpoint = EncodeCheckpoint(store_path, identity, len(paths), resume=resume)
+
+    def encode_from(start: int):
+        for positions, codes in iter_file_codes(
+            bundle,
+            paths[start:],
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            strict=strict,
+            report=report,
+            progress=progress,
+        ):
+            yield positions + start, codes
+
+    source = encode_from(0) if checkpoint is None else checkpoint.codes(encode_from, report, note)
     model_attrs = {"model_path": str(bundle.path)} if bundle.path else {}
     with StoreWriter(
         store_path,
@@ -223,20 +255,13 @@ def encode_files_to_store(
         class_names=bundle.class_names or None,
         extra_attrs=model_attrs,
     ) as writer:
-        for positions, codes in iter_file_codes(
-            bundle,
-            paths,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            device=device,
-            strict=strict,
-            report=report,
-            progress=progress,
-        ):
+        for positions, codes in source:
             writer.append(codes, first_id + positions, [paths[i] for i in positions])
         if report.encoded == 0 and not allow_empty:
             example = f", e.g. {report.skipped[0][1]}" if report.skipped else ""
             raise DataError(f"none of the {len(paths)} images could be read{example}")
+    if checkpoint is not None:
+        checkpoint.finished()
     return report
 
 

@@ -58,6 +58,8 @@ def create_index(
     progress: Callable | None = None,
     wait: bool = True,
     on_wait: Callable[[str], None] | None = None,
+    resume: bool = False,
+    note: Callable[[str], None] | None = None,
     **index_options,
 ) -> BuildReport:
     """Build the index ``out`` from a code store, or from an image folder encoded with the
@@ -66,11 +68,17 @@ def create_index(
     ``index_options`` are :func:`hashkit.index.build_index`'s (nlist, nprobe, hnsw_m, ...).
     Outputs that are inputs, or two outputs that are one file, are refused before anything
     is written. ``wait``/``on_wait``: what to do while another writer holds the index.
+    From a folder, the codes are saved as they come (:mod:`hashkit.encode_checkpoint`) and
+    ``resume`` continues an encode that stopped; ``note`` gets the line that says so.
     """
     source, out = Path(source), Path(out)
     from_images = source.is_dir()
     if from_images and model is None:
         raise HashkitError("an image folder needs --model to encode it")
+    if not from_images and resume:
+        raise HashkitError(
+            f"--resume continues encoding an image folder; {source} is already a code store"
+        )
     if not from_images and codes is not None:
         raise HashkitError(
             f"--codes names the store to write from an image folder; {source} is "
@@ -103,7 +111,7 @@ def create_index(
             codes_in = _encode_folder(
                 source, store_path, model, report, stack,
                 batch_size=batch_size, num_workers=num_workers, device=device, strict=strict,
-                progress=progress,
+                progress=progress, resume=resume, note=note,
             )  # fmt: skip
         else:
             codes_in = _read_store(store_path, model)
@@ -126,6 +134,8 @@ def create_index(
             store_uuid=codes_in.store_uuid,
         )
         commit_files(out, [*codes_in.pending, *files])
+        if codes_in.checkpoint is not None:
+            codes_in.checkpoint.finished()
     report.count, report.bits, report.type = int(index.ntotal), codes_in.bits, index_type_of(index)
     return report
 
@@ -142,6 +152,7 @@ class _Codes:
     store_uuid: str
     model: str | os.PathLike | None
     pending: list = field(default_factory=list)
+    checkpoint: object = None  # the saved codes of the encode, removed after the commit
 
 
 def _read_store(store_path: Path, model) -> _Codes:
@@ -171,15 +182,27 @@ def _read_store(store_path: Path, model) -> _Codes:
     )
 
 
-def _encode_folder(source: Path, store_path: Path, model, report: BuildReport, stack, **encoding):
+def _encode_folder(
+    source: Path, store_path: Path, model, report: BuildReport, stack, resume, note, **encoding
+):
     """Encode the images below ``source`` with the bundle ``model`` into a new store, written
     to its temporary file but not committed (its abort is registered on ``stack``)."""
     from hashkit.bundle import load_bundle
     from hashkit.encode import EncodeReport, find_images, iter_file_codes
+    from hashkit.encode_checkpoint import EncodeCheckpoint, item_digest
     from hashkit.store import StoreWriter
 
     bundle = load_bundle(model)
     paths = find_images(source.resolve(), None if encoding.get("strict") else report.unlisted)
+    identity = {
+        "kind": "image files",
+        "model": bundle.fingerprint,
+        "bits": bundle.bits,
+        "strict": bool(encoding.get("strict")),
+        "first_id": 0,
+        "paths": item_digest(paths),
+    }
+    checkpoint = EncodeCheckpoint(store_path, identity, len(paths), resume=resume)
     writer = StoreWriter(
         store_path,
         bundle.bits,
@@ -190,7 +213,12 @@ def _encode_folder(source: Path, store_path: Path, model, report: BuildReport, s
     stack.callback(writer.abort)
     encoded = EncodeReport()
     xb, ids = [], []
-    for positions, batch in iter_file_codes(bundle, paths, report=encoded, **encoding):
+
+    def encode_from(start: int):
+        for positions, batch in iter_file_codes(bundle, paths[start:], report=encoded, **encoding):
+            yield positions + start, batch
+
+    for positions, batch in checkpoint.codes(encode_from, encoded, note):
         writer.append(batch, positions, [paths[i] for i in positions])
         xb.append(batch)
         ids.append(np.asarray(positions, dtype=np.int64))
@@ -206,4 +234,5 @@ def _encode_folder(source: Path, store_path: Path, model, report: BuildReport, s
         writer.uuid,
         bundle.path or model,
         [writer.pending],
+        checkpoint,
     )
