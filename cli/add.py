@@ -22,18 +22,29 @@ from hashkit.cli.progress import progress_factory, warn_unlisted, warn_unreadabl
 )
 @encoding_options
 @no_wait_option
-def add_command(index_path, images, model, batch_size, workers, strict, device, quiet, no_wait):
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an add that stopped while encoding (crash, kill, Ctrl-C): the codes saved "
+    "beside the store (STORE.h5.partial/) are kept, the rest encoded.",
+)
+def add_command(
+    index_path, images, model, batch_size, workers, strict, device, quiet, no_wait, resume
+):
     """Encode the new images of a folder and append them to an index and its code store.
 
     Images already in the store (same path) are skipped and counted; old codes are not
     re-encoded; new ids continue after the largest id. The store, the index and its sidecar
     are replaced together when everything is written, or not at all. Two adds to one index
     run one after the other: the second waits for the first (or fails with --no-wait).
+    While the new images are encoded, their codes are saved about once a minute beside the
+    store; after a crash the same command with --resume continues from them.
 
     \b
     Examples:
       hashkit add out.faiss more_images/
       hashkit add out.faiss more_images/ --model model.pt --workers 2
+      hashkit add out.faiss more_images/ --resume      # after a crash
     """
     from hashkit.bundle import load_bundle
     from hashkit.encode import find_images
@@ -58,6 +69,8 @@ def add_command(index_path, images, model, batch_size, workers, strict, device, 
         progress=progress_factory(quiet),
         wait=not no_wait,
         on_wait=say_waiting,
+        resume=resume,
+        note=None if quiet else (lambda message: click.echo(message, err=True)),
     )
     if report.recovered:
         click.echo(f"indexed {report.recovered} code(s) left by an interrupted add", err=True)

@@ -219,34 +219,11 @@ def encode_files_to_store(
     from hashkit.store import StoreWriter
 
     report = EncodeReport()
-    checkpoint = None
-    if resume is not None:
-        from hashkit.encode_checkpoint import EncodeCheckpoint, item_digest
-
-        identity = {
-            "kind": "image files",
-            "model": bundle.fingerprint,
-            "bits": bundle.bits,
-            "strict": bool(strict),
-            "first_id": int(first_id),
-            "paths": item_digest(paths),
-        }
-        checkpoint = EncodeCheckpoint(store_path, identity, len(paths), resume=resume)
-
-    def encode_from(start: int):
-        for positions, codes in iter_file_codes(
-            bundle,
-            paths[start:],
-            batch_size=batch_size,
-            num_workers=num_workers,
-            device=device,
-            strict=strict,
-            report=report,
-            progress=progress,
-        ):
-            yield positions + start, codes
-
-    source = encode_from(0) if checkpoint is None else checkpoint.codes(encode_from, report, note)
+    checkpoint, source = checkpointed_file_codes(
+        store_path, bundle, paths, report, resume=resume, note=note, first_id=first_id,
+        batch_size=batch_size, num_workers=num_workers, device=device, strict=strict,
+        progress=progress,
+    )  # fmt: skip
     model_attrs = {"model_path": str(bundle.path)} if bundle.path else {}
     with StoreWriter(
         store_path,
@@ -263,6 +240,45 @@ def encode_files_to_store(
     if checkpoint is not None:
         checkpoint.finished()
     return report
+
+
+def checkpointed_file_codes(
+    store_path: str | os.PathLike,
+    bundle,
+    paths: Sequence[str],
+    report: EncodeReport,
+    *,
+    resume: bool | None,
+    note: Callable[[str], None] | None = None,
+    first_id: int = 0,
+    kind: str = "image files",
+    **encoding,
+):
+    """``(checkpoint, iterator)``: :func:`iter_file_codes` of ``paths`` for the store
+    ``store_path``, its codes saved as they come in ``store_path``.partial/ and, with
+    ``resume``, read back from an encode that stopped (:mod:`hashkit.encode_checkpoint`).
+    ``resume`` None: no checkpoint (None is returned for it). The caller calls
+    ``checkpoint.finished()`` once its store is committed. ``kind`` and ``first_id`` are part
+    of what identifies the encode, with the model and the image list."""
+
+    def encode_from(start: int):
+        for positions, codes in iter_file_codes(bundle, paths[start:], report=report, **encoding):
+            yield positions + start, codes
+
+    if resume is None:
+        return None, encode_from(0)
+    from hashkit.encode_checkpoint import EncodeCheckpoint, item_digest
+
+    identity = {
+        "kind": kind,
+        "model": bundle.fingerprint,
+        "bits": bundle.bits,
+        "strict": bool(encoding.get("strict", False)),
+        "first_id": int(first_id),
+        "paths": item_digest(paths),
+    }
+    checkpoint = EncodeCheckpoint(store_path, identity, len(paths), resume=resume)
+    return checkpoint, checkpoint.codes(encode_from, report, note)
 
 
 def iter_file_codes(

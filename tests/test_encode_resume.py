@@ -88,6 +88,14 @@ def same_store(a: Path, b: Path) -> None:
     assert x.labels is None or np.array_equal(x.labels, y.labels)
 
 
+def same_index(a: Path, b: Path, queries: np.ndarray) -> None:
+    """Two indexes give the same distances and ids for ``queries``."""
+    x, y = faiss.read_index_binary(str(a)), faiss.read_index_binary(str(b))
+    assert [r.tolist() for r in x.search(queries, 10)] == [
+        r.tolist() for r in y.search(queries, 10)
+    ]
+
+
 def same_as_uninterrupted(run_cli, out: Path, *args) -> None:
     """``out`` equals the store of ``hashkit encode ARGS reference.h5`` run in one go."""
     reference = out.parent / "reference.h5"
@@ -198,9 +206,7 @@ def test_a_killed_build_index_resumes_to_the_index_of_an_uninterrupted_one(
     reference = tmp_path / "reference.faiss"
     assert run_cli("build-index", images, reference, "--model", model, "-q").exit_code == 0
     same_store(tmp_path / "out.h5", tmp_path / "reference.h5")
-    a, b = faiss.read_index_binary(str(out)), faiss.read_index_binary(str(reference))
-    xq = read_store(tmp_path / "reference.h5").codes[:5]
-    assert [x.tolist() for x in a.search(xq, 10)] == [x.tolist() for x in b.search(xq, 10)]
+    same_index(out, reference, read_store(tmp_path / "reference.h5").codes[:5])
 
 
 def test_resume_is_for_a_folder_and_one_process(tmp_path, folder, run_cli):
@@ -218,3 +224,25 @@ def test_resume_is_for_a_folder_and_one_process(tmp_path, folder, run_cli):
         for key in env:
             del os.environ[key]
     assert result.exit_code == 2 and "torchrun" in result.output
+
+
+def test_a_killed_add_resumes_to_the_index_of_an_uninterrupted_one(
+    tmp_path, folder, run_cli, monkeypatch
+):
+    images, model = folder
+    more = tmp_path / "more"
+    write_class_images(more, classes=2, per_class=12, seed=1)
+    for out in (tmp_path / "a.faiss", tmp_path / "b.faiss"):
+        assert run_cli("build-index", images, out, "--model", model, "-q").exit_code == 0
+    killed("add", tmp_path / "a.faiss", more, "--batch-size", 5, kill_at=2, cwd=tmp_path)
+    partial = checkpoint_dir(tmp_path / "a.h5")
+    assert len(list(partial.glob("part-*.npz"))) == 2
+    refused = run_cli("add", tmp_path / "a.faiss", more)
+    assert refused.exit_code == 1 and "--resume" in refused.stderr
+    seen = encoded_paths(monkeypatch)
+    result = run_cli("add", tmp_path / "a.faiss", more, "--batch-size", 5, "--resume")
+    assert result.exit_code == 0, result.output
+    assert [len(p) for p in seen] == [14] and not partial.exists()
+    assert run_cli("add", tmp_path / "b.faiss", more, "-q").exit_code == 0
+    same_store(tmp_path / "a.h5", tmp_path / "b.h5")
+    same_index(tmp_path / "a.faiss", tmp_path / "b.faiss", read_store(tmp_path / "b.h5").codes[::7])

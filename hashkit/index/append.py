@@ -194,14 +194,18 @@ def add_images(
     progress: Callable | None = None,
     wait: bool = True,
     on_wait: Callable[[str], None] | None = None,
+    resume: bool = False,
+    note: Callable[[str], None] | None = None,
 ) -> AddReport:
     """Encode the image files among ``paths`` that the index's store lacks, with ``bundle``
     (which must be the index's model), and append them to the store and the index.
 
     Old images are not re-encoded; new ids continue after the store's largest id. ``wait``
     and ``on_wait``: what to do while another writer holds the index (see IndexAppender).
+    The new codes are saved as they come (:mod:`hashkit.encode_checkpoint`, beside the
+    store) and ``resume`` continues an add that stopped; ``note`` gets the line saying so.
     """
-    from hashkit.encode import EncodeReport, iter_file_codes
+    from hashkit.encode import EncodeReport, checkpointed_file_codes
 
     with IndexAppender(index_path, wait=wait, on_wait=on_wait) as appender:
         check_compatible(
@@ -214,18 +218,16 @@ def add_images(
         )
         new = appender.split_new(paths)
         encode_report = EncodeReport()
-        for positions, codes in iter_file_codes(
-            bundle,
-            new,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            device=device,
-            strict=strict,
-            report=encode_report,
+        checkpoint, new_codes = checkpointed_file_codes(
+            appender.info.store, bundle, new, encode_report,
+            resume=resume, note=note, first_id=appender.report.first_id, kind="added image files",
+            batch_size=batch_size, num_workers=num_workers, device=device, strict=strict,
             progress=progress,
-        ):
+        )  # fmt: skip
+        for positions, codes in new_codes:
             appender.append(codes, [new[i] for i in positions])
         appender.report.skipped_unreadable = encode_report.skipped
+    checkpoint.finished()
     return appender.report
 
 

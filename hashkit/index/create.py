@@ -188,21 +188,11 @@ def _encode_folder(
     """Encode the images below ``source`` with the bundle ``model`` into a new store, written
     to its temporary file but not committed (its abort is registered on ``stack``)."""
     from hashkit.bundle import load_bundle
-    from hashkit.encode import EncodeReport, find_images, iter_file_codes
-    from hashkit.encode_checkpoint import EncodeCheckpoint, item_digest
+    from hashkit.encode import EncodeReport, checkpointed_file_codes, find_images
     from hashkit.store import StoreWriter
 
     bundle = load_bundle(model)
     paths = find_images(source.resolve(), None if encoding.get("strict") else report.unlisted)
-    identity = {
-        "kind": "image files",
-        "model": bundle.fingerprint,
-        "bits": bundle.bits,
-        "strict": bool(encoding.get("strict")),
-        "first_id": 0,
-        "paths": item_digest(paths),
-    }
-    checkpoint = EncodeCheckpoint(store_path, identity, len(paths), resume=resume)
     writer = StoreWriter(
         store_path,
         bundle.bits,
@@ -213,12 +203,10 @@ def _encode_folder(
     stack.callback(writer.abort)
     encoded = EncodeReport()
     xb, ids = [], []
-
-    def encode_from(start: int):
-        for positions, batch in iter_file_codes(bundle, paths[start:], report=encoded, **encoding):
-            yield positions + start, batch
-
-    for positions, batch in checkpoint.codes(encode_from, encoded, note):
+    checkpoint, source_codes = checkpointed_file_codes(
+        store_path, bundle, paths, encoded, resume=resume, note=note, **encoding
+    )
+    for positions, batch in source_codes:
         writer.append(batch, positions, [paths[i] for i in positions])
         xb.append(batch)
         ids.append(np.asarray(positions, dtype=np.int64))
