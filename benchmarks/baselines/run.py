@@ -390,11 +390,13 @@ def _table(plan: Plan, index: dict, protocol: str, metric: str, quantiser=None) 
 
 
 def markdown(plan: Plan, agg: dict) -> str:
-    if not agg["runs"]:
-        return "No table run has finished yet.\n"
     index = _index(agg)
-    lines = ["Cells: mean ± standard deviation (seeds) where several seeds ran, else one run.", ""]
-    for protocol in PROTOCOLS:
+    if agg["runs"]:
+        lines = ["Cells: mean ± standard deviation (seeds) where several seeds ran, else one run."]
+    else:
+        lines = ["No table run has finished yet; the learning-rate trials so far are below."]
+    lines.append("")
+    for protocol in PROTOCOLS if agg["runs"] else ():
         for metric, title in (
             ("map", "mAP, whole database (ties by database order)"),
             ("tie_aware_map", "Tie-aware mAP (He et al., CVPR 2018)"),
