@@ -8,7 +8,7 @@ import click
 
 from hashkit.cli.index import no_wait_option, say_waiting
 from hashkit.cli.options import FilePath, encoding_options
-from hashkit.cli.progress import progress_factory, warn_unlisted, warn_unreadable
+from hashkit.cli.progress import log_factory, progress_factory, warn_unlisted, warn_unreadable
 
 
 @click.command("add")
@@ -70,7 +70,7 @@ def add_command(
         wait=not no_wait,
         on_wait=say_waiting,
         resume=resume,
-        note=None if quiet else (lambda message: click.echo(message, err=True)),
+        note=log_factory(quiet),
     )
     if report.recovered:
         click.echo(f"indexed {report.recovered} code(s) left by an interrupted add", err=True)

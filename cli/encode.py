@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from hashkit.cli.options import FilePath, data_options, encoding_options, load_data
-from hashkit.cli.progress import progress_factory, warn_unlisted, warn_unreadable
+from hashkit.cli.progress import log_factory, progress_factory, warn_unlisted, warn_unreadable
 
 
 def _check_output(ctx, param, args):
@@ -122,7 +122,7 @@ def encode_command(
     progress = progress_factory(quiet or not first_rank)
     # one process saves its codes as they come (hashkit.encode_checkpoint); ranks do not
     checkpointing = None if sharded else resume
-    note = None if quiet else (lambda message: click.echo(message, err=True))
+    note = log_factory(quiet)
     if folder:
         from hashkit.encode import encode_files_to_store, find_images
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from hashkit.cli.options import MAX_HNSW_M, MAX_INT, FilePath, encoding_options
-from hashkit.cli.progress import progress_factory, warn_unlisted, warn_unreadable
+from hashkit.cli.progress import log_factory, progress_factory, warn_unlisted, warn_unreadable
 
 
 def no_wait_option(func):
@@ -191,7 +191,7 @@ def build_index_command(
         wait=not no_wait,
         on_wait=say_waiting,
         resume=resume,
-        note=None if quiet else (lambda message: click.echo(message, err=True)),
+        note=log_factory(quiet),
     )
     if report.encoded is not None:
         warn_unlisted(report.unlisted)

@@ -156,7 +156,13 @@ class EncodeCheckpoint:
             if time.monotonic() - last >= interval:
                 new_skips = report.skipped[skipped_before:]
                 stop = start + rows + len(new_skips)
+                first = not self.parts
                 self._save(start, stop, batches, new_skips)
+                if first and note is not None:
+                    note(
+                        f"saving the codes as they come in {self.folder}; if this stops, "
+                        "the same command with --resume continues from them"
+                    )
                 start, rows, batches = stop, 0, []
                 skipped_before = len(report.skipped)
                 last = time.monotonic()

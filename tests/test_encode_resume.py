@@ -65,6 +65,7 @@ def killed(*args, kill_at: int, cwd: Path):
         timeout=120,
     )
     assert run.returncode == -9, run.stderr  # killed, not finished
+    assert "--resume" in run.stderr  # the killed run said where its codes are and what to do
 
 
 def encoded_paths(monkeypatch) -> list:
