@@ -476,7 +476,13 @@ def status(plan: Plan) -> str:
     text = f"{len(done)} of {len(names)} runs finished ({len(lr_jobs(plan))} learning-rate trials"
     text += f" and {len(table_jobs(plan))} table runs)."
     if not plan.smoke and len(done) < len(names):
-        text += " **The real table has not been run (or not finished): no result here yet.**"
+        table = [n for n in done if not n.startswith("lr-")]
+        text += (
+            f" **The table is not finished:** {len(table)} of its cells have a run, each of one"
+            " seed; read them as first measurements, not as the table."
+            if table
+            else " **The real table has not been run: no result here yet.**"
+        )
     return text + "\n"
 
 
