@@ -179,7 +179,7 @@ def _encode_dataset(
     allow_empty, resume, note,
 ):  # fmt: skip
     from hashkit.encode import EncodeReport, iter_dataset_codes
-    from hashkit.encode_checkpoint import EncodeCheckpoint, item_digest
+    from hashkit.encode_checkpoint import checkpointed, item_digest
     from hashkit.errors import DataError
     from hashkit.store import StoreWriter
 
@@ -189,18 +189,6 @@ def _encode_dataset(
     if bundle.path:
         attrs["model_path"] = str(bundle.path)
     report = EncodeReport()
-    checkpoint = None
-    if resume is not None:
-        identity = {
-            "kind": "dataset",
-            "dataset": str(dataset.name),
-            "part": part,
-            "model": bundle.fingerprint,
-            "bits": bundle.bits,
-            "strict": bool(strict),
-            "indices": item_digest(np.asarray(indices)),
-        }
-        checkpoint = EncodeCheckpoint(out, identity, len(indices), resume=resume)
 
     def encode_from(start):
         return iter_dataset_codes(
@@ -215,7 +203,17 @@ def _encode_dataset(
             progress=progress,
         )
 
-    source = encode_from(0) if checkpoint is None else checkpoint.codes(encode_from, report, note)
+    def items():
+        return {
+            "kind": "dataset",
+            "dataset": str(dataset.name),
+            "part": part,
+            "indices": item_digest(np.asarray(indices)),
+        }
+
+    checkpoint, source = checkpointed(
+        out, bundle, strict, items, len(indices), encode_from, report, resume=resume, note=note
+    )
     with StoreWriter(
         out,
         bundle.bits,

@@ -265,20 +265,15 @@ def checkpointed_file_codes(
         for positions, codes in iter_file_codes(bundle, paths[start:], report=report, **encoding):
             yield positions + start, codes
 
-    if resume is None:
-        return None, encode_from(0)
-    from hashkit.encode_checkpoint import EncodeCheckpoint, item_digest
+    from hashkit.encode_checkpoint import checkpointed, item_digest
 
-    identity = {
-        "kind": kind,
-        "model": bundle.fingerprint,
-        "bits": bundle.bits,
-        "strict": bool(encoding.get("strict", False)),
-        "first_id": int(first_id),
-        "paths": item_digest(paths),
-    }
-    checkpoint = EncodeCheckpoint(store_path, identity, len(paths), resume=resume)
-    return checkpoint, checkpoint.codes(encode_from, report, note)
+    def items():
+        return {"kind": kind, "first_id": int(first_id), "paths": item_digest(paths)}
+
+    strict = encoding.get("strict", False)
+    return checkpointed(
+        store_path, bundle, strict, items, len(paths), encode_from, report, resume=resume, note=note
+    )
 
 
 def iter_file_codes(

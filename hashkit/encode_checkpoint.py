@@ -53,6 +53,32 @@ def item_digest(items) -> str:
     return digest.hexdigest()
 
 
+def checkpointed(
+    store_path: str | os.PathLike,
+    bundle,
+    strict: bool,
+    items: Callable[[], dict],
+    n_items: int,
+    encode_from: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]],
+    report,
+    *,
+    resume: bool | None,
+    note: Callable[[str], None] | None = None,
+):
+    """``(checkpoint, iterator)`` of an encode of ``n_items`` items into ``store_path`` with
+    ``bundle``: ``encode_from(0)`` as it is when ``resume`` is None (no checkpoint, None
+    returned for it), else :meth:`EncodeCheckpoint.codes`, the encode identified by the model,
+    the code length, ``strict`` and ``items()`` (what the items are, e.g. a hash of their list:
+    computed only when there is a checkpoint).
+    The caller calls ``checkpoint.finished()`` once its store is committed."""
+    if resume is None:
+        return None, encode_from(0)
+    identity = {"model": bundle.fingerprint, "bits": bundle.bits, "strict": bool(strict)}
+    identity.update(items())
+    checkpoint = EncodeCheckpoint(store_path, identity, n_items, resume=resume)
+    return checkpoint, checkpoint.codes(encode_from, report, note)
+
+
 def _interval() -> float:
     value = os.environ.get("HASHKIT_CHECKPOINT_SECONDS")
     if value is None:
