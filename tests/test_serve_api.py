@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -420,6 +421,53 @@ def test_a_broken_index_store_or_model_at_start_is_one_error_line_and_exit_1(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hashkit: error: "), result.stderr
     assert words in lines[0] and "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def ivf_server(data):
+    """An IVF index of 4 lists over the same store; a 200 ms batch window, so that requests
+    sent together share a batch."""
+    root, _, _ = data
+    cli("build-index", root / "index.h5", root / "ivf.faiss", "--type", "ivf", "--nlist", "4")
+    with Server(root / "ivf.faiss", "--batch-wait-ms", "200", "--reload-interval", "0") as s:
+        yield s
+
+
+def test_an_nprobe_over_nlist_is_422_and_its_batch_mates_are_answered(data, ivf_server):
+    _, _, store = data
+    code = store.codes[0].tobytes().hex()
+    payloads = [{"codes": [code], "nprobe": 99999999999999999999}] + [{"codes": [code]}] * 3
+    with ThreadPoolExecutor(len(payloads)) as pool:
+        answers = list(pool.map(lambda p: search_codes(ivf_server, p), payloads))
+    assert [status for status, _ in answers] == [422, 200, 200, 200], answers
+    assert answers[0][1]["error"].startswith("nprobe: ") and "4 lists" in answers[0][1]["error"]
+    assert search_codes(ivf_server, {"codes": [code], "nprobe": 5})[0] == 422
+    assert search_codes(ivf_server, {"codes": [code], "nprobe": 4})[0] == 200
+    item_id = int(store.ids[0])
+    status, body = get_json(ivf_server, f"/api/items/{item_id}/similar?nprobe={10**20}")
+    assert status == 422 and body["error"].startswith("nprobe: ")
+    assert get_json(ivf_server, f"/api/items/{item_id}/similar?nprobe=4")[0] == 200
+
+
+@pytest.fixture(scope="module")
+def hnsw_server(data):
+    root, _, _ = data
+    cli("build-index", root / "index.h5", root / "hnsw.faiss", "--type", "hnsw")
+    with Server(root / "hnsw.faiss", "--reload-interval", "0") as s:
+        yield s
+
+
+@pytest.mark.parametrize("ef_search", [10001, 100000000, 2147483648])
+def test_an_ef_search_over_the_cap_is_422(data, hnsw_server, ef_search):
+    _, _, store = data
+    code = store.codes[0].tobytes().hex()
+    status, body = search_codes(hnsw_server, {"codes": [code], "ef_search": ef_search})
+    assert status == 422 and body["error"].startswith("ef_search: "), body
+    item_id = int(store.ids[0])
+    status, body = get_json(hnsw_server, f"/api/items/{item_id}/similar?ef_search={ef_search}")
+    assert status == 422 and body["error"].startswith("ef_search: "), body
+    status, body = search_codes(hnsw_server, {"codes": [code], "ef_search": 10000, "k": 3})
+    assert status == 200 and body["results"][0]["hits"][0]["distance"] == 0
 
 
 def test_nflip_that_would_probe_too_many_hash_keys_is_refused(tmp_path):

@@ -10,6 +10,7 @@ from serve_helpers import make_model, write_block_images
 
 from hashkit.bundle import load_bundle
 from hashkit.cli.main import _registered
+from hashkit.errors import HashkitError
 from hashkit.serve.batching import Batcher, Job, SearchParams
 from hashkit.serve.encoder import QueryEncoder
 from hashkit.serve.errors import RequestError
@@ -184,3 +185,64 @@ def test_similar_ranks_the_item_itself_first_even_when_more_than_k_share_its_cod
         hits = answer.hits[0]
         assert [h["rank"] for h in hits] == [1, 2, 3] and hits[0]["id"] == item_id
         assert all(h["distance"] == 0 for h in hits) and len({h["id"] for h in hits}) == 3
+
+
+def test_a_search_faiss_refuses_fails_its_own_request_only(setup, tmp_path):
+    snapshot, _, _ = setup
+    result = CliRunner().invoke(
+        _registered(),
+        ["build-index", str(snapshot.searcher.info.store), str(tmp_path / "h.faiss"), "--type",
+         "hnsw"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    hnsw = refresh_snapshot(None, tmp_path / "h.faiss")
+    bad = Job(SearchParams(k=1, ef_search=2**31), codes=hnsw.codes[:1])
+    good = [Job(SearchParams(k=1), codes=hnsw.codes[i : i + 1]) for i in range(2)]
+    batcher = Batcher(lambda: hnsw, None)
+    for job in (good[0], bad, good[1]):
+        batcher.submit(job)
+    batcher.start()
+    try:
+        for i, job in enumerate(good):
+            assert job.future.result(RESULT_TIMEOUT_S).hits[0][0]["id"] == int(hnsw.ids[i])
+        with pytest.raises(HashkitError, match="ef_search"):
+            bad.future.result(RESULT_TIMEOUT_S)
+    finally:
+        batcher.stop()
+
+
+class FailsOnFlatImages:
+    """An encoder whose network fails on any batch holding an image of one flat colour."""
+
+    def __init__(self, encoder: QueryEncoder) -> None:
+        self.encoder = encoder
+
+    def __call__(self, images):
+        if any(np.ptp(np.asarray(image)) == 0 for image in images):
+            raise RuntimeError("the network failed")
+        return self.encoder.encode(images)
+
+
+def test_an_image_the_network_fails_on_fails_its_own_request_only(setup):
+    import io
+
+    from PIL import Image
+
+    snapshot, encoder, uploads = setup
+    flat = io.BytesIO()
+    Image.new("RGB", (24, 24), (90, 90, 90)).save(flat, format="PNG")
+    good = [Job(SearchParams(k=1), images=[(f"{i}.png", uploads[i])]) for i in range(2)]
+    bad = Job(SearchParams(k=1), images=[("flat.png", flat.getvalue())])
+    codes = Job(SearchParams(k=1), codes=snapshot.codes[:1])
+    batcher = Batcher(lambda: snapshot, FailsOnFlatImages(encoder))
+    for job in (good[0], bad, good[1], codes):
+        batcher.submit(job)
+    batcher.start()
+    try:
+        for i, job in enumerate(good):
+            assert job.future.result(RESULT_TIMEOUT_S).hits[0][0]["id"] == int(snapshot.ids[i])
+        assert codes.future.result(RESULT_TIMEOUT_S).hits[0][0]["distance"] == 0
+        with pytest.raises(RuntimeError, match="network failed"):
+            bad.future.result(RESULT_TIMEOUT_S)
+    finally:
+        batcher.stop()

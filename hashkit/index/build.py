@@ -27,6 +27,7 @@ INDEX_TYPES = ("flat", "ivf", "hnsw", "multihash")
 RANGE_SEARCH_TYPES = ("flat", "ivf", "multihash")
 
 MAX_HNSW_M = 1024  # neighbours per node; beyond this an HNSW graph only costs memory
+MAX_INT32 = 2**31 - 1  # FAISS's HNSW efSearch is a C int
 MAX_FLIP_PROBES = 1 << 24  # hash buckets probed per query and table; more would never finish
 
 # The factory strings faiss.index_binary_factory understands, in full (FAISS itself reads
@@ -278,10 +279,12 @@ def set_search_params(
     if isinstance(inner, faiss.IndexBinaryIVF) and nprobe is not None:
         if nprobe < 1:
             raise HashkitError(f"nprobe must be >= 1, not {nprobe}")
-        inner.nprobe = int(nprobe)
+        # FAISS visits at most nlist lists anyway; clamping also keeps a huge value from
+        # overflowing its size_t setter.
+        inner.nprobe = min(int(nprobe), int(inner.nlist))
     elif isinstance(inner, faiss.IndexBinaryHNSW) and ef_search is not None:
-        if ef_search < 1:
-            raise HashkitError(f"ef_search must be >= 1, not {ef_search}")
+        if not 1 <= ef_search <= MAX_INT32:
+            raise HashkitError(f"ef_search must be between 1 and {MAX_INT32}, not {ef_search}")
         inner.hnsw.efSearch = int(ef_search)
     elif isinstance(inner, (faiss.IndexBinaryMultiHash, faiss.IndexBinaryHash)):
         if nflip is not None:

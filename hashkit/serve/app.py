@@ -40,6 +40,7 @@ from hashkit.serve.errors import (
 from hashkit.serve.monitoring import MetricsMiddleware
 from hashkit.serve.queries import decode_codes
 from hashkit.serve.schemas import (
+    MAX_EF_SEARCH,
     MAX_K,
     CodeSearch,
     ErrorBody,
@@ -220,7 +221,7 @@ def create_app(service: Service) -> FastAPI:
         k: int | None = Query(None, ge=1, le=MAX_K),  # noqa: B008
         radius: int | None = Query(None, ge=0),  # noqa: B008
         nprobe: int | None = Query(None, ge=1),  # noqa: B008
-        ef_search: int | None = Query(None, ge=1),  # noqa: B008
+        ef_search: int | None = Query(None, ge=1, le=MAX_EF_SEARCH),  # noqa: B008
         nflip: int | None = Query(None, ge=0),  # noqa: B008
     ) -> JSONResponse:
         start = time.perf_counter()
@@ -257,6 +258,7 @@ def create_app(service: Service) -> FastAPI:
                 "max_pixels": settings.max_pixels,
                 "max_queries": settings.max_queries,
                 "max_k": MAX_K,
+                "max_ef_search": MAX_EF_SEARCH,
                 "max_range_hits": settings.max_range_hits,
             },
             "batching": {"max_batch": settings.max_batch, "wait_ms": settings.batch_wait_ms},
@@ -385,6 +387,10 @@ def _search_params(options: SearchOptions, snapshot: Snapshot) -> SearchParams:
             )
         if options.radius > snapshot.bits:
             raise Unprocessable(f"radius: at most the index's {snapshot.bits} bits")
+    if options.nprobe is not None and kind == "ivf":
+        nlist = int(index_params(snapshot.searcher.index)["nlist"])
+        if options.nprobe > nlist:
+            raise Unprocessable(f"nprobe: at most the index's {nlist} lists (its nlist)")
     if options.nflip is not None and kind == "multihash":
         hash_bits = int(index_params(snapshot.searcher.index)["hash_bits"])
         probes = sum(math.comb(hash_bits, i) for i in range(min(options.nflip, hash_bits) + 1))

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hashkit.errors import HashkitError
 from hashkit.index import set_search_params
 from hashkit.serve.errors import RequestError
 from hashkit.serve.queries import decode_upload
@@ -160,7 +159,9 @@ class Batcher:
             return None
 
     def run(self, jobs: list[Job]) -> None:
-        """Encode and search ``jobs`` as one batch against one snapshot; resolves each future."""
+        """Encode and search ``jobs`` as one batch against one snapshot; resolves each future.
+        A failure is confined to the jobs it concerns: an image the network fails on to its
+        own job, a search FAISS refuses to the jobs with those search parameters."""
         snapshot = self._snapshot()
         self._encode_images([j for j in jobs if j.images is not None])
         live = [j for j in jobs if not j.future.done()]
@@ -169,43 +170,63 @@ class Batcher:
             groups.setdefault(job.params, []).append(job)
         total = sum(job.size for job in live)
         for params, group in groups.items():
-            try:
-                xq = np.concatenate([job.codes for job in group])
-                hits, truncated = self._search(snapshot, params, xq)
-            except HashkitError as exc:
-                for job in group:
-                    job.future.set_exception(exc)
-                continue
-            start = 0
+            self._search_group(snapshot, params, group, total)
+        if self._on_batch is not None and total:
+            self._on_batch(total)
+
+    def _search_group(
+        self, snapshot: Snapshot, params: SearchParams, group: list[Job], total: int
+    ) -> None:
+        """One FAISS call for the jobs that share ``params``; each job gets its own hits."""
+        try:
+            xq = np.concatenate([job.codes for job in group])
+            hits, truncated = self._search(snapshot, params, xq)
+        except Exception as exc:  # noqa: BLE001 - fails these jobs only, not the batch
             for job in group:
-                end = start + job.size
-                mine = hits[start:end]
+                job.future.set_exception(exc)
+            return
+        start = 0
+        for job in group:
+            end = start + job.size
+            mine = hits[start:end]
+            try:
                 if job.item_ids is not None:
                     for query_hits, item_id in zip(mine, job.item_ids):
                         _put_first(query_hits, snapshot, item_id, params)
                 elif job.images is not None:
                     for query_hits, (_, data) in zip(mine, job.images):
                         _identical_file_first(query_hits, data)
+            except Exception as exc:  # noqa: BLE001 - fails this job only
+                job.future.set_exception(exc)
+            else:
                 job.future.set_result(Answer(mine, truncated[start:end], snapshot, total))
-                start = end
-        if self._on_batch is not None and total:
-            self._on_batch(total)
+            start = end
 
     def _encode_images(self, jobs: list[Job]) -> None:
         """Decode every job's images (a job with a bad one fails alone), then encode all the
-        good ones in one forward pass and give each job its codes."""
-        images, owners = [], []
+        good ones in one forward pass and give each job its codes. If the network fails on
+        that pass, each job is encoded alone, so that only the jobs it fails on fail."""
+        decoded, owners = [], []
         for job in jobs:
             try:
-                decoded = [decode_upload(data, name, self.max_pixels) for name, data in job.images]
-            except HashkitError as exc:
+                decoded.append(
+                    [decode_upload(data, name, self.max_pixels) for name, data in job.images]
+                )
+            except Exception as exc:  # noqa: BLE001 - a crafted file fails its own job only
                 job.future.set_exception(exc)
                 continue
-            images.extend(decoded)
             owners.append(job)
-        if not images:
+        if not owners:
             return
-        codes = self._encode(images)
+        try:
+            codes = self._encode([image for images in decoded for image in images])
+        except Exception:  # noqa: BLE001 - find the jobs whose images the network fails on
+            for job, images in zip(owners, decoded):
+                try:
+                    job.codes = self._encode(images)
+                except Exception as exc:  # noqa: BLE001
+                    job.future.set_exception(exc)
+            return
         start = 0
         for job in owners:
             job.codes = codes[start : start + job.size]

@@ -7,6 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_K = 1000
+# HNSW candidates per query: far beyond any useful recall (k is at most 1000), and small enough
+# that one request cannot make FAISS allocate and walk a huge candidate heap.
+MAX_EF_SEARCH = 10000
 
 _K = "How many nearest items to return per query (default 10)."
 _RADIUS = (
@@ -23,8 +26,12 @@ class SearchOptions(BaseModel):
 
     k: int | None = Field(None, ge=1, le=MAX_K, description=_K)
     radius: int | None = Field(None, ge=0, description=_RADIUS)
-    nprobe: int | None = Field(None, ge=1, description="IVF: lists to visit.")
-    ef_search: int | None = Field(None, ge=1, description="HNSW: candidates to explore.")
+    nprobe: int | None = Field(
+        None, ge=1, description="IVF: lists to visit (at most the index's nlist)."
+    )
+    ef_search: int | None = Field(
+        None, ge=1, le=MAX_EF_SEARCH, description="HNSW: candidates to explore."
+    )
     nflip: int | None = Field(None, ge=0, description="Multi-hash: bit flips to probe.")
 
 
