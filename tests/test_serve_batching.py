@@ -176,6 +176,18 @@ def test_an_upload_of_a_stored_file_ranks_that_file_first_among_equal_codes(twin
         assert [h["rank"] for h in hits] == list(range(1, 13))
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_an_upload_of_a_stored_file_is_first_even_when_more_than_k_share_its_code(twins, k):
+    snapshot, encoder, copies = twins
+    jobs = [Job(SearchParams(k=k), images=[("q.png", p.read_bytes())]) for _, p in copies]
+    answers = run_queued(snapshot, encoder.encode, jobs)
+    for (item_id, path), answer in zip(copies, answers):
+        hits = answer.hits[0]
+        assert [h["rank"] for h in hits] == list(range(1, k + 1))
+        assert hits[0]["id"] == item_id and hits[0]["path"] == str(path)
+        assert all(h["distance"] == 0 for h in hits) and len({h["id"] for h in hits}) == k
+
+
 def test_similar_ranks_the_item_itself_first_even_when_more_than_k_share_its_code(twins):
     snapshot, _, copies = twins
     for item_id, _ in copies:

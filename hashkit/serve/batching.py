@@ -194,8 +194,10 @@ class Batcher:
                     for query_hits, item_id in zip(mine, job.item_ids):
                         _put_first(query_hits, snapshot, item_id, params)
                 elif job.images is not None:
-                    for query_hits, (_, data) in zip(mine, job.images):
-                        _identical_file_first(query_hits, data)
+                    for query_hits, code, (_, data) in zip(mine, job.codes, job.images):
+                        item_id = _stored_item_of(snapshot, code, data, query_hits)
+                        if item_id is not None:
+                            _put_first(query_hits, snapshot, item_id, params)
             except Exception as exc:  # noqa: BLE001 - fails this job only
                 job.future.set_exception(exc)
             else:
@@ -268,8 +270,9 @@ class Batcher:
 
 
 def _put_first(hits: list[dict], snapshot: Snapshot, item_id: int, params: SearchParams) -> None:
-    """Rank the query's own item first: FAISS orders equal distances arbitrarily, and may even
-    leave the item out when more than k codes equal its own."""
+    """Rank the query's own item first, as ``hashkit search`` does: FAISS orders equal
+    distances arbitrarily, and may even leave the item out when more than k codes equal its
+    own; then it is inserted and the last hit dropped."""
     at = next((i for i, h in enumerate(hits) if h["id"] == item_id), None)
     if at is not None:
         hits.insert(0, hits.pop(at))
@@ -283,18 +286,27 @@ def _put_first(hits: list[dict], snapshot: Snapshot, item_id: int, params: Searc
     _rerank(hits)
 
 
-def _identical_file_first(hits: list[dict], data: bytes) -> None:
-    """Rank first the hit at distance 0 whose stored file holds exactly the uploaded bytes, as
-    ``hashkit search`` does for a stored path: a user who uploads a stored image expects it on
-    top, not after other images that share its code."""
-    for i, hit in enumerate(hits):
+def _stored_item_of(
+    snapshot: Snapshot, code: np.ndarray, data: bytes, hits: list[dict]
+) -> int | None:
+    """The id of the indexed item whose code is the query's ``code`` (packed uint8) and whose
+    stored file holds exactly the uploaded bytes ``data``, or None: the upload's counterpart of
+    the stored query file ``hashkit search`` ranks first. The hits at distance 0 are tried
+    first, then the other items with that code (FAISS's top k may have missed it), the last
+    stored first as in ``hashkit search``."""
+    tried = set()
+    for hit in hits:
         if hit["distance"] > 0:
-            return
+            break
         if _same_bytes(hit["path"], data):
-            if i:
-                hits.insert(0, hits.pop(i))
-                _rerank(hits)
-            return
+            return hit["id"]
+        tried.add(hit["id"])
+    rows = np.flatnonzero((snapshot.codes[: snapshot.count] == code).all(axis=1))
+    for row in rows[::-1].tolist():
+        item_id = int(snapshot.ids[row])
+        if item_id not in tried and _same_bytes(snapshot.paths[row], data):
+            return item_id
+    return None
 
 
 def _same_bytes(path: str, data: bytes) -> bool:
