@@ -319,6 +319,43 @@ def test_stored_images_that_became_symlinks_or_non_images_are_not_served(tmp_pat
 
 
 @pytest.fixture(scope="module")
+def odd_files(tmp_path_factory):
+    """A service whose stored images are a TIFF, a PPM, a PNG and one PNG that became a
+    directory after indexing; yields the server and the item ids by file suffix."""
+    root = tmp_path_factory.mktemp("odd")
+    paths = write_block_images(root / "images", classes=1, per_class=4)
+    for i, suffix in ((0, ".tif"), (1, ".ppm")):
+        Image.open(paths[i]).save(paths[i].with_suffix(suffix))
+        paths[i].unlink()
+        paths[i] = paths[i].with_suffix(suffix)
+    model = make_model(root / "model.pt", paths)
+    cli("build-index", root / "images", root / "index.faiss", "--model", model, "-q")
+    ids = {
+        p: i for i, p in zip(read_store(root / "index.h5").ids, read_store(root / "index.h5").paths)
+    }
+    by_kind = {".tif": ids[str(paths[0])], ".ppm": ids[str(paths[1])], "dir": ids[str(paths[2])]}
+    paths[2].unlink()
+    paths[2].mkdir()
+    with Server(root / "index.faiss", "--reload-interval", "0") as s:
+        yield s, by_kind
+
+
+def test_a_stored_image_that_became_a_directory_is_404_and_leaks_no_file_descriptor(odd_files):
+    server, ids = odd_files
+
+    def open_fds() -> int:
+        return len(os.listdir(f"/proc/{server.process.pid}/fd"))
+
+    path = f"/api/items/{ids['dir']}/image"
+    request(server, "GET", path)
+    before = open_fds()
+    answers = [request(server, "GET", path) for _ in range(40)]
+    assert open_fds() < before + 5
+    for status, _, body in answers:
+        assert status == 404 and "not a regular file" in json.loads(body)["error"], body
+
+
+@pytest.fixture(scope="module")
 def strict_server(data):
     """The same index behind a token and a 50 KiB body limit."""
     _, index, _ = data

@@ -28,13 +28,18 @@ def read_stored_file(path: str, max_bytes: int, what: str) -> bytes:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError:
         raise NotFound(f"{what}'s image file is missing or is a symlink") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
+    # Checked on the descriptor before wrapping it: fdopen refuses a directory, and the
+    # descriptor must be closed on every path.
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise NotFound(f"{what}'s image is not a regular file")
         if info.st_size > max_bytes:
             raise PayloadTooLarge(f"{what}'s image file is larger than {max_bytes} bytes")
-        return f.read(max_bytes + 1)[:max_bytes]
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(max_bytes + 1)[:max_bytes]
+    finally:
+        os.close(fd)
 
 
 def thumbnail_png(
