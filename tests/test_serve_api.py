@@ -340,6 +340,15 @@ def odd_files(tmp_path_factory):
         yield s, by_kind
 
 
+@pytest.mark.parametrize("suffix", [".tif", ".ppm"])
+def test_items_stored_as_tiff_or_ppm_have_png_thumbnails(odd_files, suffix):
+    server, ids = odd_files
+    status, headers, png = request(server, "GET", f"/api/items/{ids[suffix]}/image?size=16")
+    assert status == 200 and headers["content-type"] == "image/png", png[:200]
+    thumb = Image.open(io.BytesIO(png))
+    assert thumb.format == "PNG" and thumb.size == (16, 16)
+
+
 def test_a_stored_image_that_became_a_directory_is_404_and_leaks_no_file_descriptor(odd_files):
     server, ids = odd_files
 

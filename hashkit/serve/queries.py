@@ -18,8 +18,9 @@ from hashkit.data.base import open_image
 from hashkit.errors import DataError
 from hashkit.serve.errors import PayloadTooLarge, RequestError
 
-# What the service decodes: the formats hashkit indexes (hashkit.encode.IMAGE_EXTENSIONS).
-# Naming them keeps PIL from trying any other plugin (EPS would run Ghostscript) on uploads.
+# What the service decodes from uploads: the common web formats, a subset of those hashkit
+# indexes (hashkit.data.images.PIL_FORMATS, which thumbnails of stored files use). Naming them
+# keeps PIL from trying any other plugin (EPS would run Ghostscript) on a stranger's bytes.
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "GIF")
 
 
@@ -60,19 +61,22 @@ def _last_byte_bits(bits: int) -> np.uint8:
     return pack_codes(np.ones((1, bits), dtype=np.uint8))[0, -1]
 
 
-def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
+def decode_upload(
+    data: bytes, name: str, max_pixels: int, formats: Sequence[str] = IMAGE_FORMATS
+) -> Image.Image:
     """An uploaded image file as hashkit decodes image files (mode L or RGB); RequestError when
-    it is not a readable image of a known format, PayloadTooLarge above ``max_pixels`` pixels.
+    it is not a readable image of one of ``formats`` (PIL format names), PayloadTooLarge above
+    ``max_pixels`` pixels.
 
     The pixel count is checked from the header, before anything is decompressed."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as header:
+            with Image.open(io.BytesIO(data), formats=formats) as header:
                 width, height = header.size
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Warning) as exc:
         raise RequestError(
-            f"{name}: not a readable {'/'.join(IMAGE_FORMATS)} image ({_reason(exc)})"
+            f"{name}: not a readable {'/'.join(formats)} image ({_reason(exc)})"
         ) from None
     if width * height > max_pixels:
         raise PayloadTooLarge(

@@ -14,6 +14,7 @@ import stat
 
 from PIL import Image
 
+from hashkit.data.images import PIL_FORMATS
 from hashkit.serve.errors import NotFound, PayloadTooLarge, RequestError
 from hashkit.serve.queries import decode_upload
 
@@ -45,10 +46,11 @@ def read_stored_file(path: str, max_bytes: int, what: str) -> bytes:
 def thumbnail_png(
     path: str, size: int, *, max_pixels: int, max_bytes: int, what: str = "the item"
 ) -> bytes:
-    """PNG bytes of the image at ``path`` shrunk to fit ``size x size`` (never enlarged)."""
+    """PNG bytes of the image at ``path`` shrunk to fit ``size x size`` (never enlarged); any
+    format hashkit indexes (TIFF and PPM too, which uploads are not)."""
     data = read_stored_file(path, max_bytes, what)
     try:
-        image = decode_upload(data, what, max_pixels)
+        image = decode_upload(data, what, max_pixels, formats=PIL_FORMATS)
     except PayloadTooLarge:
         raise
     except RequestError as exc:
