@@ -8,6 +8,8 @@ import base64
 import io
 import json
 import os
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 from serve_helpers import (
+    HOST,
     Server,
     get_json,
     make_model,
@@ -467,6 +470,41 @@ def test_a_broken_index_store_or_model_at_start_is_one_error_line_and_exit_1(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hashkit: error: "), result.stderr
     assert words in lines[0] and "Traceback" not in result.output
+
+
+def metric(server, sample: str) -> float:
+    """The value of one sample (name and labels as exposed) in /metrics, 0 when absent."""
+    text = request(server, "GET", "/metrics")[2].decode()
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def send_partial_request(server, head: str, body: bytes = b"") -> socket.socket:
+    """A connection that has sent the request line, ``head`` headers and ``body``."""
+    conn = socket.create_connection((HOST, server.port), timeout=30)
+    conn.sendall(f"POST /api/search HTTP/1.1\r\nHost: {HOST}\r\n{head}\r\n".encode() + body)
+    return conn
+
+
+def test_a_client_that_disconnects_mid_upload_is_a_499_not_a_server_error(server):
+    search = 'hashkit_http_requests_total{method="POST",route="/api/search",status="%s"}'
+    before = {status: metric(server, search % status) for status in (499, 500)}
+    log_start = server.log.stat().st_size
+    body, content_type = multipart([("a.png", _png((64, 64)))])
+    head = f"Content-Type: {content_type}\r\nContent-Length: {len(body) + 100000}\r\n"
+    with send_partial_request(server, head, body[: len(body) // 2]):
+        time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while metric(server, search % 499) == before[499] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(server, search % 499) == before[499] + 1
+    assert metric(server, search % 500) == before[500]
+    with open(server.log, "rb") as f:
+        f.seek(log_start)
+        logged = f.read().decode()
+    assert "Traceback" not in logged and len(logged.splitlines()) <= 1, logged
 
 
 @pytest.fixture(scope="module")

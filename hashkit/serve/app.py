@@ -9,6 +9,7 @@ Every refusal is a 4xx with ``{"error": "<one line>"}``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import secrets
 import time
@@ -24,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from hashkit import __version__
 from hashkit.errors import HashkitError
@@ -51,7 +53,12 @@ from hashkit.serve.schemas import (
 from hashkit.serve.service import Service
 from hashkit.serve.snapshot import Snapshot
 
+log = logging.getLogger("hashkit.serve")
+
 STATIC_DIR = Path(__file__).parent / "static"
+# nginx's status for a client that closed the connection before its answer: never sent, only
+# counted, so that a client going away is neither a server error nor a silent success.
+CLIENT_CLOSED_REQUEST = 499
 MAX_ID = 2**63 - 1
 # Multi-hash probes every key within nflip flips of each hash: sum of C(hash_bits, i), i <= nflip.
 MAX_NFLIP_PROBES = 1 << 16
@@ -303,6 +310,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error(422, _validation_message(exc.errors()))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        log.info("client closed the connection during %s %s", request.method, request.url.path)
+        return error(CLIENT_CLOSED_REQUEST, "client closed the request")
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
