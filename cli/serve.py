@@ -55,6 +55,13 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     help="Largest image accepted, in pixels (decompression bombs).",
 )
 @click.option(
+    "--body-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a request body may stall (no bytes arriving) before a 408.",
+)
+@click.option(
     "--reload-interval",
     type=click.FloatRange(0),
     default=1.0,
@@ -70,7 +77,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option("--access-log", is_flag=True, help="Log every request (uvicorn's access log).")
 def serve_command(
     index_path, model, host, port, token, batch_wait_ms, max_batch, max_upload_mb, max_pixels,
-    reload_interval, gpu, device, access_log,
+    body_timeout, reload_interval, gpu, device, access_log,
 ):  # fmt: skip
     """Serve an index over HTTP: a JSON API, Prometheus metrics and a search page.
 
@@ -104,6 +111,7 @@ def serve_command(
         max_batch=max_batch,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_pixels=max_pixels,
+        body_timeout_s=body_timeout,
         reload_interval_s=reload_interval,
         device=device,
         gpu=gpu,

@@ -5,6 +5,7 @@ info, health, metrics, the token, and every refusal a 4xx with a JSON error."""
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import os
@@ -369,9 +370,9 @@ def test_a_stored_image_that_became_a_directory_is_404_and_leaks_no_file_descrip
 
 @pytest.fixture(scope="module")
 def strict_server(data):
-    """The same index behind a token and a 50 KiB body limit."""
+    """The same index behind a token, a 50 KiB body limit and a 1 s body timeout."""
     _, index, _ = data
-    args = ("--max-upload-mb", "0.05", "--reload-interval", "0")
+    args = ("--max-upload-mb", "0.05", "--body-timeout", "1", "--reload-interval", "0")
     with Server(index, *args, env={"HASHKIT_TOKEN": "s3cret"}) as s:
         yield s
 
@@ -412,6 +413,20 @@ def test_upload_and_query_count_limits_are_413(strict_server):
     status, body = search_codes(s, {"codes": ["00000000"] * 257}, AUTH)
     assert status == 413 and "257 queries" in body["error"]
     assert get_json(s, "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize("sent", [b"", b'{"codes": ["00'])
+def test_a_body_that_stops_arriving_is_a_408_after_the_body_timeout(strict_server, sent):
+    head = "Authorization: Bearer s3cret\r\nContent-Type: application/json\r\n"
+    start = time.monotonic()
+    with send_partial_request(strict_server, head + "Content-Length: 100\r\n", sent) as conn:
+        conn.settimeout(20)
+        answer = http.client.HTTPResponse(conn)
+        answer.begin()
+        body = answer.read()
+    assert answer.status == 408, body
+    assert "timeout" in json.loads(body)["error"] and time.monotonic() - start < 15
+    assert get_json(strict_server, "/healthz")[0] == 200
 
 
 def test_code_only_service_on_an_hnsw_12_bit_index(tmp_path):

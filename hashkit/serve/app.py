@@ -35,6 +35,7 @@ from hashkit.serve.errors import (
     NotFound,
     PayloadTooLarge,
     RequestError,
+    RequestTimeout,
     Unauthorized,
     Unprocessable,
     UnsupportedMediaType,
@@ -159,7 +160,7 @@ def create_app(service: Service) -> FastAPI:
         that Hamming distance. Images go in the multipart field `images` (one or more files)
         with the options as form fields; codes go in a JSON body."""
         start = time.perf_counter()
-        body = _limited(request, settings.max_upload_bytes)
+        body = _limited(request, settings.max_upload_bytes, settings.body_timeout_s)
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         snapshot = service.snapshot
         if media == "application/json":
@@ -334,9 +335,11 @@ def _validation_message(errors) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def _limited(request: Request, max_bytes: int) -> Request:
+def _limited(request: Request, max_bytes: int, timeout_s: float) -> Request:
     """The request with a body reader that refuses more than ``max_bytes`` (413), whether or
-    not the client declared a Content-Length."""
+    not the client declared a Content-Length, and a body that stalls for ``timeout_s`` seconds
+    (408): uvicorn times out idle connections between requests, never a body that stops
+    arriving."""
     declared = request.headers.get("content-length", "")
     too_large = f"request body over the limit of {max_bytes} bytes"
     if declared.isdigit() and int(declared) > max_bytes:
@@ -345,7 +348,12 @@ def _limited(request: Request, max_bytes: int) -> Request:
 
     async def receive():
         nonlocal received
-        message = await request.receive()
+        try:
+            message = await asyncio.wait_for(request.receive(), timeout_s)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"request body timeout: no bytes for {timeout_s:g} s after {received} bytes"
+            ) from None
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > max_bytes:

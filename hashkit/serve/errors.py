@@ -15,6 +15,12 @@ class NotFound(RequestError):
     status = 404
 
 
+class RequestTimeout(RequestError):
+    """The request body stopped arriving."""
+
+    status = 408
+
+
 class PayloadTooLarge(RequestError):
     status = 413
 

@@ -22,7 +22,8 @@ class ServeSettings:
     """How the service runs. Limits are per request; ``batch_wait_ms`` is how long the batcher
     waits for more queries after the first (0: a batch is what queued while the last one ran),
     ``max_batch`` the most queries in one batch (1 turns batching off); ``reload_interval_s``
-    how often the index files are checked (0: never).
+    how often the index files are checked (0: never); ``body_timeout_s`` how long a request
+    body may stall (no bytes arriving) before the request is refused (408).
     """
 
     index_path: Path
@@ -34,6 +35,7 @@ class ServeSettings:
     max_pixels: int = 4096 * 4096
     max_queries: int = 256
     max_range_hits: int = 10000
+    body_timeout_s: float = 30.0
     reload_interval_s: float = 1.0
     device: str = "auto"
     gpu: bool | None = None
