@@ -258,3 +258,40 @@ def test_an_image_the_network_fails_on_fails_its_own_request_only(setup):
             bad.future.result(RESULT_TIMEOUT_S)
     finally:
         batcher.stop()
+
+
+def test_the_service_batch_holds_one_decoded_image_at_a_time(setup, monkeypatch):
+    """Large uploads must not all be decoded at once: each image is shrunk to the network's
+    input before the next one is decoded (24 images of 4096 x 4096 pixels took 1.8 GB)."""
+    import weakref
+
+    from hashkit.serve import ServeSettings, Service, batching
+
+    snapshot, _, uploads = setup
+    decoded = []  # weak references: the test itself keeps no image alive
+    alive_at_each_decode = []
+    real_decode = batching.decode_upload
+
+    def decode(*args, **kwargs):
+        alive_at_each_decode.append(sum(ref() is not None for ref in decoded))
+        image = real_decode(*args, **kwargs)
+        decoded.append(weakref.ref(image))
+        return image
+
+    monkeypatch.setattr(batching, "decode_upload", decode)
+    settings = ServeSettings(snapshot.searcher.index_path, device="cpu", reload_interval_s=0)
+    batcher = Service(settings).batcher
+    jobs = [
+        Job(SearchParams(k=1), images=[("a.png", uploads[i]), ("b.png", uploads[i + 1])])
+        for i in range(0, 6, 2)
+    ]
+    for job in jobs:
+        batcher.submit(job)
+    batcher.start()
+    try:
+        answers = [job.future.result(RESULT_TIMEOUT_S) for job in jobs]
+    finally:
+        batcher.stop()
+    assert alive_at_each_decode == [0] * 6
+    assert [hits[0]["id"] for a in answers for hits in a.hits] == [int(i) for i in snapshot.ids[:6]]
+    assert all(a.batch_queries == 6 for a in answers)

@@ -78,8 +78,11 @@ class Batcher:
     """The worker thread that batches and runs jobs.
 
     ``snapshot``: returns the snapshot to search (called once per batch); ``encode``: PIL
-    images to packed codes (None when the service has no model); ``on_batch(n_queries)``:
-    called after each batch, for metrics.
+    images, or what ``prepare`` made of them, to packed codes (None when the service has no
+    model); ``prepare``: one decoded image to the network's input, applied to each image as
+    soon as it is decoded so that a batch holds one full-size image at a time (None: encode
+    takes the images themselves); ``on_batch(n_queries)``: called after each batch, for
+    metrics.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class Batcher:
         snapshot: Callable[[], Snapshot],
         encode: Callable | None,
         *,
+        prepare: Callable | None = None,
         max_batch: int = 64,
         wait_s: float = 0.0,
         max_pixels: int = 4096 * 4096,
@@ -95,6 +99,7 @@ class Batcher:
     ) -> None:
         self._snapshot = snapshot
         self._encode = encode
+        self._prepare = prepare or (lambda image: image)
         self.max_batch = max_batch
         self.wait_s = wait_s
         self.max_pixels = max_pixels
@@ -205,14 +210,18 @@ class Batcher:
             start = end
 
     def _encode_images(self, jobs: list[Job]) -> None:
-        """Decode every job's images (a job with a bad one fails alone), then encode all the
-        good ones in one forward pass and give each job its codes. If the network fails on
-        that pass, each job is encoded alone, so that only the jobs it fails on fail."""
+        """Decode every job's images one at a time, each prepared for the network before the
+        next is decoded (a job with a bad one fails alone), then encode all the good ones in
+        one forward pass and give each job its codes. If the network fails on that pass, each
+        job is encoded alone, so that only the jobs it fails on fail."""
         decoded, owners = [], []
         for job in jobs:
             try:
                 decoded.append(
-                    [decode_upload(data, name, self.max_pixels) for name, data in job.images]
+                    [
+                        self._prepare(decode_upload(data, name, self.max_pixels))
+                        for name, data in job.images
+                    ]
                 )
             except Exception as exc:  # noqa: BLE001 - a crafted file fails its own job only
                 job.future.set_exception(exc)

@@ -54,6 +54,7 @@ class Service:
         self.batcher = Batcher(
             lambda: self.snapshot,
             None if self.encoder is None else self.encoder.encode,
+            prepare=None if self.encoder is None else self.encoder.prepare,
             max_batch=settings.max_batch,
             wait_s=settings.batch_wait_ms / 1000,
             max_pixels=settings.max_pixels,
