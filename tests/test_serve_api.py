@@ -273,6 +273,12 @@ def test_malformed_bodies_and_media_types_are_4xx(server):
     assert 400 <= status < 500 and "error" in json.loads(out)
 
 
+@pytest.mark.parametrize("n", [257, 258, 300])
+def test_more_than_256_uploaded_images_is_413(server, n):
+    status, body = search_images(server, [(f"{i}.png", _png()) for i in range(n)])
+    assert status == 413 and "limit is 256" in body["error"], body
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -372,7 +372,16 @@ async def _read_form(
     request: Request, max_queries: int
 ) -> tuple[list[str], list[tuple[str, bytes]], SearchOptions]:
     """The uploaded images ``(name, bytes)`` and the options of a multipart search form."""
-    form = await request.form(max_files=max_queries + 1, max_fields=16)
+    try:
+        form = await request.form(max_files=max_queries, max_fields=16)
+    except StarletteHTTPException as exc:
+        # Starlette stops parsing at the first file over max_files with a 400; a request with
+        # too many queries is a 413 whichever way they come (the JSON path counts codes).
+        if str(exc.detail).startswith("Too many files"):
+            raise PayloadTooLarge(
+                f"more than {max_queries} images in one request; the limit is {max_queries}"
+            ) from None
+        raise
     try:
         files = form.getlist("images")
         if not all(isinstance(f, UploadFile) for f in files):
@@ -386,7 +395,6 @@ async def _read_form(
             raise Unprocessable(_validation_message(exc.errors())) from None
         if not files:
             raise RequestError("no images: send one or more files in the form field 'images'")
-        _check_query_count(len(files), max_queries)
         names = [f.filename or f"image {i}" for i, f in enumerate(files)]
         images = [(name, await f.read()) for name, f in zip(names, files)]
     finally:
