@@ -279,6 +279,17 @@ def test_more_than_256_uploaded_images_is_413(server, n):
     assert status == 413 and "limit is 256" in body["error"], body
 
 
+def test_an_unknown_similar_query_parameter_is_422(data, server):
+    _, _, store = data
+    item_id = int(store.ids[0])
+    status, body = get_json(server, f"/api/items/{item_id}/similar?kk=3")
+    assert status == 422 and body["error"].startswith("kk: "), body
+    status, body = get_json(server, f"/api/items/{item_id}/similar?k=3&radius=2")
+    assert status == 422 and "not both" in body["error"]
+    status, body = get_json(server, f"/api/items/{item_id}/similar?k=3")
+    assert status == 200 and len(body["results"][0]["hits"]) == 3
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -226,15 +226,10 @@ def create_app(service: Service) -> FastAPI:
     )
     async def similar(
         item_id: int = PathParam(..., ge=0, le=MAX_ID),  # noqa: B008
-        k: int | None = Query(None, ge=1, le=MAX_K),  # noqa: B008
-        radius: int | None = Query(None, ge=0),  # noqa: B008
-        nprobe: int | None = Query(None, ge=1),  # noqa: B008
-        ef_search: int | None = Query(None, ge=1, le=MAX_EF_SEARCH),  # noqa: B008
-        nflip: int | None = Query(None, ge=0),  # noqa: B008
+        options: SearchOptions = Query(),  # noqa: B008 - the same options as a search, typos refused
     ) -> JSONResponse:
         start = time.perf_counter()
         snapshot, row = _item_row(service, item_id)
-        options = SearchOptions(k=k, radius=radius, nprobe=nprobe, ef_search=ef_search, nflip=nflip)
         job = Job(
             _search_params(options, snapshot),
             codes=snapshot.codes[row : row + 1],
