@@ -290,6 +290,16 @@ def test_an_unknown_similar_query_parameter_is_422(data, server):
     assert status == 200 and len(body["results"][0]["hits"]) == 3
 
 
+def test_static_files_are_counted_under_their_mount_not_other(server):
+    static = 'hashkit_http_requests_total{method="GET",route="/static",status="200"}'
+    other = 'hashkit_http_requests_total{method="GET",route="other",status="200"}'
+    before = metric(server, static), metric(server, other)
+    assert request(server, "GET", "/static/app.js")[0] == 200
+    assert (metric(server, static), metric(server, other)) == (before[0] + 1, before[1])
+    assert request(server, "GET", "/no/such/path")[0] == 404
+    assert metric(server, 'hashkit_http_errors_total{route="other",status="404"}') >= 1
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -13,6 +13,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.routing import Mount
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -99,10 +100,25 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
+def route_label(scope) -> str:
+    """The route template that answered a request (``/api/items/{item_id}``), the path of the
+    mount whose app answered it (``/static``), or ``other`` when nothing matched."""
+    route = scope.get("route")
+    if route is not None:
+        return route.path
+    # Starlette records the mounted app as the endpoint, not the Mount itself.
+    endpoint = scope.get("endpoint")
+    if endpoint is not None and "app" in scope:
+        for mount in scope["app"].routes:
+            if isinstance(mount, Mount) and mount.app is endpoint:
+                return mount.path
+    return "other"
+
+
 class MetricsMiddleware:
     """Pure ASGI middleware (no per-request task or body copy): times each HTTP request and
-    records it under its route template (``/api/items/{item_id}``), or ``other`` for paths no
-    route matched, so that arbitrary URLs cannot grow the metrics."""
+    records it under its route (:func:`route_label`), or ``other`` for paths no route matched,
+    so that arbitrary URLs cannot grow the metrics."""
 
     def __init__(self, app, metrics: ServiceMetrics) -> None:
         self.app = app
@@ -124,7 +140,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record_status)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "other"
             self.metrics.observe_request(
-                route, scope["method"], status, time.perf_counter() - start
+                route_label(scope), scope["method"], status, time.perf_counter() - start
             )
