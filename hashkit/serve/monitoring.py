@@ -101,17 +101,20 @@ class ServiceMetrics:
 
 
 def route_label(scope) -> str:
-    """The route template that answered a request (``/api/items/{item_id}``), the path of the
-    mount whose app answered it (``/static``), or ``other`` when nothing matched."""
+    """The route template that answered a request (``/api/items/{item_id}``, ``/docs``), the
+    path of the mount whose app answered it (``/static``), or ``other`` when nothing matched."""
     route = scope.get("route")
     if route is not None:
         return route.path
-    # Starlette records the mounted app as the endpoint, not the Mount itself.
+    # Only FastAPI's own routes put themselves in the scope; Starlette's routes (the OpenAPI
+    # pages) and mounts leave just their endpoint, the function or the mounted app.
     endpoint = scope.get("endpoint")
     if endpoint is not None and "app" in scope:
-        for mount in scope["app"].routes:
-            if isinstance(mount, Mount) and mount.app is endpoint:
-                return mount.path
+        for route in scope["app"].routes:
+            if endpoint is (
+                route.app if isinstance(route, Mount) else getattr(route, "endpoint", None)
+            ):
+                return route.path
     return "other"
 
 
