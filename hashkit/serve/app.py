@@ -263,6 +263,7 @@ def create_app(service: Service) -> FastAPI:
                 "max_k": MAX_K,
                 "max_ef_search": MAX_EF_SEARCH,
                 "max_range_hits": settings.max_range_hits,
+                "body_timeout_s": settings.body_timeout_s,
             },
             "batching": {"max_batch": settings.max_batch, "wait_ms": settings.batch_wait_ms},
             "reload_interval_s": settings.reload_interval_s,
