@@ -302,11 +302,12 @@ def _stored_item_of(
     stored file holds exactly the uploaded bytes ``data``, or None: the upload's counterpart of
     the stored query file ``hashkit search`` ranks first. The hits at distance 0 are tried
     first, then the other items with that code (FAISS's top k may have missed it), the last
-    stored first as in ``hashkit search``."""
+    stored first as in ``hashkit search``. The codes are scanned only when every hit is at
+    distance 0: a hit farther away means every item with the query's code is among the hits."""
     tried = set()
     for hit in hits:
         if hit["distance"] > 0:
-            break
+            return None
         if _same_bytes(hit["path"], data):
             return hit["id"]
         tried.add(hit["id"])
