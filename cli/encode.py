@@ -150,8 +150,9 @@ def encode_command(
         count = len(paths)
     else:
         dataset, split = load_data(
-            source or data, root, protocol, split_file, split_seed, defaults=bundle.train_config
-        )
+            source or data, root, protocol, split_file, split_seed, defaults=bundle.train_config,
+            split_needed=part != "all",
+        )  # fmt: skip
         indices = np.arange(len(dataset)) if part == "all" else getattr(split, part)
 
         def write(store, positions, allow_empty=False):
@@ -185,7 +186,9 @@ def _encode_dataset(
 
     labels = dataset.labels
     label_width = None if labels is None else (0 if labels.ndim == 1 else labels.shape[1])
-    attrs = {"dataset": dataset.name, "part": part, "protocol": split.protocol}
+    attrs = {"dataset": dataset.name, "part": part}
+    if split is not None:
+        attrs["protocol"] = split.protocol
     if bundle.path:
         attrs["model_path"] = str(bundle.path)
     report = EncodeReport()

@@ -147,27 +147,36 @@ def load_data(
     split_seed: int | None,
     defaults: dict | None = None,
     unseen_classes: list[str] | None = None,
+    split_needed: bool = True,
 ):
     """``(dataset, split)`` from the options; missing ones come from ``defaults`` (a bundle's
     train_config), then the built-in defaults. ``unseen_classes``: names or numbers of the
-    unseen protocol's unseen classes (None: the bundle's, else drawn with the split seed)."""
+    unseen protocol's unseen classes (None: the bundle's, else drawn with the split seed).
+    ``split_needed=False``: the split is None unless an option names one (data too small for
+    the default protocol can then still be read whole)."""
     from hashkit.cli.progress import warn_unlisted
     from hashkit.data import load_dataset
     from hashkit.data.protocol import PROTOCOLS, class_numbers, load_split, make_split
 
+    split_given = any(x is not None for x in (protocol, split_file, split_seed, unseen_classes))
     defaults = defaults or {}
-    if data is None:
-        data = defaults.get("data") or defaults.get("dataset") or DEFAULT_DATA
+    model_data = defaults.get("data") or defaults.get("dataset")
+    if data is None or (model_data and _same_source(data, root, model_data, defaults.get("root"))):
+        data = model_data or DEFAULT_DATA
         root = root or defaults.get("root")
         if split_file is None and protocol is None and split_seed is None:
             split_file = defaults.get("split_file")
     protocol = protocol or defaults.get("protocol") or "reduced"
     if protocol not in PROTOCOLS:
         protocol = "reduced"
-    split_seed = split_seed if split_seed is not None else defaults.get("split_seed", 0)
+    if split_seed is None:
+        # a model trained on a split file has seed -1 (none): other data get the default seed
+        split_seed = max(int(defaults.get("split_seed", 0)), 0)
     skipped: list[tuple[str, str]] = []
     dataset = load_dataset(data, root, skipped=skipped)
     warn_unlisted(skipped)
+    if not (split_needed or split_given):
+        return dataset, None
     if split_file:
         split = load_split(split_file, len(dataset))
     else:
@@ -178,6 +187,18 @@ def load_data(
             numbers = defaults.get("unseen_classes")
         split = make_split(dataset.labels, protocol, split_seed, unseen_classes=numbers)
     return dataset, split
+
+
+def _same_source(data: str, root: str | None, model_data: str, model_root: str | None) -> bool:
+    """Whether ``data`` (with ``root``) names the data a model was trained on, as its
+    train_config records them (see data_source)."""
+    from hashkit.data import BUILTIN_DATASETS
+
+    source = data_source(data, root, None)
+    name, model_name = source["data"], str(model_data)
+    if name.lower() in BUILTIN_DATASETS:
+        name, model_name = name.lower(), model_name.lower()
+    return name == model_name and (root is None or source["root"] == model_root)
 
 
 def data_source(data: str | None, root: str | None, split_file: str | None) -> dict:

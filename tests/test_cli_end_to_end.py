@@ -91,6 +91,28 @@ def test_unreadable_image_is_skipped_and_counted_or_fails_with_strict(tmp_path, 
     assert not (tmp_path / "b.faiss").exists()
 
 
+def test_encode_of_a_split_file_models_data_takes_its_split_and_other_data_no_seed_of_it(
+    tmp_path, trained, run_cli
+):
+    """A model trained with --split FILE records split seed -1 (none): its own data, named
+    again, gets that split; other data are read whole, not refused with a traceback."""
+    root, model = trained
+    result = run_cli("encode", "--model", model, "--data", root, tmp_path / "q.h5", "--part", "query")
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "q.h5") as f:
+        assert f["ids"][:].tolist() == [0, 12, 24]
+    other = tmp_path / "other"
+    write_class_images(other, classes=2, per_class=5)
+    result = run_cli("encode", "--model", model, "--data", other, tmp_path / "all.h5", "-q")
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "all.h5") as f:
+        assert f["ids"][:].tolist() == list(range(10)) and "protocol" not in f.attrs
+    # a part of them needs a protocol, which 5 images a class cannot fill: one line, exit 1
+    result = run_cli("encode", "--model", model, "--data", other, tmp_path / "p.h5", "--part", "query")
+    assert_one_line_error(result, "reduced")
+    assert not (tmp_path / "p.h5").exists()
+
+
 def test_missing_dataset_is_one_line(tmp_path, run_cli):
     result = run_cli("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "m.pt")
     assert_one_line_error(result)
