@@ -9,6 +9,7 @@ import click
 
 from hashkit.cli.options import FilePath
 from hashkit.errors import DataError, MismatchError
+from hashkit.index.compat import check_compatible
 from hashkit.labels import normalize_label_pair
 from hashkit.metrics import MAX_K, evaluate_retrieval
 from hashkit.store import CodeStore, read_store
@@ -137,9 +138,28 @@ def _check_compatible(queries: CodeStore, database: CodeStore, query_path, datab
         raise MismatchError(
             f"bits disagree: {query_path} has {queries.bits}, {database_path} has {database.bits}"
         )
+    check_compatible(
+        bits_a=queries.bits,
+        bits_b=database.bits,
+        what_a=str(query_path),
+        what_b=str(database_path),
+        fingerprint_a=queries.fingerprint,
+        fingerprint_b=database.fingerprint,
+    )
+    names_q, names_b = queries.class_names, database.class_names
+    if names_q is not None and names_b is not None and names_q != names_b:
+        raise MismatchError(
+            f"class names disagree: {query_path} has {_shown(names_q)}, "
+            f"{database_path} has {_shown(names_b)} (a label number must name one class in both)"
+        )
     return normalize_label_pair(
         queries.labels,
         database.labels,
         f"the labels of {query_path}",
         f"the labels of {database_path}",
     )
+
+
+def _shown(names: list[str], most: int = 5) -> str:
+    shown = ", ".join(names[:most]) + (", ..." if len(names) > most else "")
+    return f"[{shown}]"

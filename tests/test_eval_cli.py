@@ -107,6 +107,41 @@ def test_eval_bad_input_gets_one_error_line(tmp_path, make_query, make_database,
     assert message in lines[0]
 
 
+@pytest.mark.parametrize(
+    "query_attrs,database_attrs,message",
+    [
+        ({"model_fingerprint": "a" * 64}, {"model_fingerprint": "b" * 64}, "different models"),
+        ({"class_names": '["cat", "dog", "fox"]'}, {"class_names": '["dog", "cat", "fox"]'},
+         "class names"),
+    ],
+)  # fmt: skip
+def test_eval_refuses_stores_whose_codes_or_labels_mean_different_things(
+    tmp_path, query_attrs, database_attrs, message
+):
+    """Codes of two models, or class numbers of two namings, make a number that means nothing:
+    refused like ``search --codes`` refuses a query store of another model. The same stores
+    with matching attributes (or one side unknown) are scored."""
+    q, lq = codes_and_labels(5, 10, 12)
+    b, lb = codes_and_labels(6, 50, 12)
+    write_plain_h5(tmp_path / "q.h5", q, lq, bits=12)
+    write_plain_h5(tmp_path / "b.h5", b, lb, bits=12)
+    for path, attrs in ((tmp_path / "q.h5", query_attrs), (tmp_path / "b.h5", database_attrs)):
+        with h5py.File(path, "a") as f:
+            f.attrs.update(attrs)
+    result = invoke(tmp_path / "q.h5", tmp_path / "b.h5")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hashkit: error:"), result.output
+    assert message in lines[0]
+    with h5py.File(tmp_path / "b.h5", "a") as f:
+        f.attrs.update(query_attrs)
+    assert invoke(tmp_path / "q.h5", tmp_path / "b.h5").exit_code == 0
+    with h5py.File(tmp_path / "b.h5", "a") as f:
+        for key in query_attrs:
+            del f.attrs[key]
+    assert invoke(tmp_path / "q.h5", tmp_path / "b.h5").exit_code == 0
+
+
 def test_eval_missing_file_is_one_error_line(tmp_path):
     result = invoke(tmp_path / "nope.h5", tmp_path / "nope2.h5")
     assert result.exit_code == 1
