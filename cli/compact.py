@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 
 from hashkit.cli.index import no_wait_option, say_waiting
+from hashkit.cli.options import FilePath
 
 
 @click.command("compact")
-@click.argument("store", metavar="CODES.h5", type=click.Path(exists=True, dir_okay=False))
+@click.argument("store", metavar="CODES.h5", type=FilePath(exists=True, dir_okay=False))
 @no_wait_option
 def compact_command(store, no_wait):
     """Merge the segments of a code store into one file, in place.

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from hashkit.cli.options import quiet_option
+from hashkit.cli.options import FilePath, quiet_option
 from hashkit.cli.progress import progress_factory
 
 
@@ -21,7 +21,7 @@ def export_group() -> None:
 
 
 @export_group.command("milvus")
-@click.argument("store", metavar="STORE", type=click.Path(exists=True, dir_okay=False))
+@click.argument("store", metavar="STORE", type=FilePath(exists=True, dir_okay=False))
 @click.option(
     "--uri",
     required=True,

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import click
 
-from hashkit.cli.options import device_option
+from hashkit.cli.options import FilePath, device_option
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @click.command("serve")
-@click.argument("index_path", metavar="INDEX", type=click.Path(exists=True, dir_okay=False))
+@click.argument("index_path", metavar="INDEX", type=FilePath(exists=True, dir_okay=False))
 @click.option(
     "--model",
-    type=click.Path(dir_okay=False),
+    type=FilePath(exists=True, dir_okay=False),
     default=None,
     help="Model bundle for image queries  [default: the one the index was built with]",
 )

@@ -552,6 +552,8 @@ def write_store(path: str | os.PathLike, store: CodeStore) -> Path:
 
 
 def _open(path: Path):
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a code store")
     if not path.is_file():
         raise DataError(f"code store not found: {path}")
     try:
