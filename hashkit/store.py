@@ -59,6 +59,7 @@ from hashkit.segments import IDS_CRC32, check_segments, is_segmented, segment_li
 from hashkit.stored_paths import build_path_hashes, cache_path, merge, write_path_hashes
 
 _CHUNK_ROWS = 65536
+_CHECK_ROWS = 1 << 20  # rows per block when describe_store checks a store's values
 # A store is built in memory (HDF5's "core" driver) and written to its temporary file in one
 # go when closed: HDF5 crashes the process when a write fails half-way through (disk full),
 # while the core driver reports the failure as an error. Memory grows in steps of this size.
@@ -799,16 +800,25 @@ def rows_with_code(path: str | os.PathLike, code: np.ndarray) -> np.ndarray:
 
 
 def describe_store(path: str | os.PathLike) -> dict:
-    """What ``hashkit info`` shows about a code store: bits, count, labels, model, file size."""
+    """What ``hashkit info`` shows about a code store: bits, count, labels, model, file size.
+    The values are checked as :func:`read_store` checks them (ids, padding bits, labels,
+    class names), a block of rows at a time so that a large store needs little memory; the
+    paths are not read."""
     path = Path(path)
     attrs = read_store_attrs(path)
     shapes = attrs.pop("datasets")
+    _class_names(attrs, path)
+    count = int(shapes["codes"][0])
+    ids = [np.zeros(0, dtype=np.int64)]
+    for start in range(0, count, _CHECK_ROWS):
+        ids.append(read_store(path, paths=False, rows=slice(start, start + _CHECK_ROWS)).ids)
+    check_ids(np.concatenate(ids), f"ids in {path}")  # distinct across the blocks too
     labels = shapes.get("labels")
     return {
         "kind": "code store",
         "path": str(path),
         "bits": int(attrs["bits"]),
-        "count": int(shapes["codes"][0]),
+        "count": count,
         "bytes_per_code": int(shapes["codes"][1]),
         "bit_order": _bit_order(attrs, path),
         "labels": (

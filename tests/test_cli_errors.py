@@ -263,6 +263,12 @@ CASES = [
     case("info-a-folder", FILE, lambda w, t: ["info", t], "directory"),
     case("info-non-utf8-name", FILE, lambda w, t: ["info", put(t, NON_UTF8 + ".h5")], "caf"),
     case("info-newline-in-name", FILE, lambda w, t: ["info", put(t, "a\nb.pt")], "a\\nb.pt"),
+    # info checks a store's values as every reader does (docs/formats.md, "What reading checks")
+    case("info-store-repeated-ids", FILE, lambda w, t: ["info", h5(t, "c.h5", {"bits": 16, "bit_order": "little"}, codes=np.zeros((3, 2), np.uint8), ids=np.array([0, 1, 1]))], "distinct"),
+    case("info-store-negative-ids", FILE, lambda w, t: ["info", h5(t, "c.h5", {"bits": 16, "bit_order": "little"}, codes=np.zeros((3, 2), np.uint8), ids=np.array([0, -1, 2]))], ">= 0"),
+    case("info-store-padding-bit", FILE, lambda w, t: ["info", h5(t, "c.h5", {"bits": 12, "bit_order": "little"}, codes=np.full((3, 2), 255, np.uint8))], "c.h5"),
+    case("info-store-bad-class-names", FILE, lambda w, t: ["info", h5(t, "c.h5", {"bits": 16, "bit_order": "little", "class_names": "cat,dog"}, codes=np.zeros((3, 2), np.uint8))], "class_names"),
+    case("info-store-bad-labels", FILE, lambda w, t: ["info", h5(t, "c.h5", {"bits": 16, "bit_order": "little"}, codes=np.zeros((3, 2), np.uint8), labels=np.array([0.5, 1, 2]))], "labels"),
     case("info-zero-byte-h5", FILE, lambda w, t: ["info", put(t, "codes.h5")], "codes.h5"),
     case(
         "info-index-whose-store-is-zero-bytes",

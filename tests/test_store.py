@@ -170,6 +170,32 @@ def test_describe_store_reports_bits_count_labels_and_size(tmp_path):
     assert info["file_size"] > 0 and info["model_fingerprint"] == "f" * 64
 
 
+def test_describe_store_finds_an_id_repeated_in_two_blocks_and_a_bad_row_in_the_last(
+    tmp_path, monkeypatch
+):
+    """info checks a store a block of rows at a time: a repeat across blocks and a padding
+    bit in the last, short block are found all the same."""
+    import hashkit.store
+
+    monkeypatch.setattr(hashkit.store, "_CHECK_ROWS", 2)
+    codes = pack_codes(np.eye(12, dtype=bool)[:5])
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["codes"], f["ids"] = codes, np.array([0, 1, 2, 0, 4])
+        f.attrs.update(bits=12, bit_order="little")
+    with pytest.raises(DataError, match="distinct"):
+        describe_store(tmp_path / "s.h5")
+    codes[4, 1] |= 0x80  # bit 15 of a 12-bit code
+    with h5py.File(tmp_path / "s.h5", "a") as f:
+        f["ids"][3] = 3
+        f["codes"][...] = codes
+    with pytest.raises(DataError, match="s.h5"):
+        describe_store(tmp_path / "s.h5")
+    codes[4, 1] &= 0x0F
+    with h5py.File(tmp_path / "s.h5", "a") as f:
+        f["codes"][...] = codes
+    assert describe_store(tmp_path / "s.h5")["count"] == 5
+
+
 def test_a_file_that_is_not_a_store_is_a_data_error(tmp_path):
     (tmp_path / "x.h5").write_text("not hdf5")
     with pytest.raises(DataError, match="not an HDF5"):
