@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import json
 import sys
 
@@ -138,7 +139,7 @@ def search_command(
         if out_path is not None:
             _refuse_overwriting_inputs(out_path, searcher, queries, codes_path, model)
     if codes_path:
-        batches = searcher.search_store(codes_path, k, radius=radius)
+        batches = _started(searcher.search_store(codes_path, k, radius=radius))
     else:
         hits = searcher.search_images(queries, k, radius)
         batches = [(range(len(queries)), list(queries), hits)]
@@ -192,6 +193,15 @@ def _refuse_overwriting_inputs(out_path, searcher, queries, codes_path, model) -
     }
     inputs.update({f"query image {q}": q for q in queries})
     check_outputs({"the --out file": out_path}, inputs)
+
+
+def _started(batches):
+    """``batches`` with the first one already made: the query store is checked whole before
+    it (iter_query_codes), so a bad one fails before any output, not after a '[' or a CSV
+    header on stdout."""
+    batches = iter(batches)
+    first = next(batches, None)
+    return batches if first is None else itertools.chain([first], batches)
 
 
 def write_results(f, batches, fmt: str) -> None:

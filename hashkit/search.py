@@ -252,9 +252,9 @@ def iter_query_codes(
             batch = np.asarray(xq[s : s + batch_size])
             yield np.arange(s, s + len(batch), dtype=np.int64), [""] * len(batch), batch
         return
-    from hashkit.store import store_count
+    from hashkit.store import check_store
 
-    n = store_count(path)
+    n = check_store(path)["datasets"]["codes"][0]  # a bad row is found before any result
     for s in range(0, max(n, 1), batch_size):
         queries = read_store(path, rows=slice(s, s + batch_size))
         if s == 0:

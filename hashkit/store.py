@@ -799,20 +799,29 @@ def rows_with_code(path: str | os.PathLike, code: np.ndarray) -> np.ndarray:
     return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
-def describe_store(path: str | os.PathLike) -> dict:
-    """What ``hashkit info`` shows about a code store: bits, count, labels, model, file size.
-    The values are checked as :func:`read_store` checks them (ids, padding bits, labels,
-    class names), a block of rows at a time so that a large store needs little memory; the
-    paths are not read."""
+def check_store(path: str | os.PathLike) -> dict:
+    """Check a whole store's layout and values as :func:`read_store` checks them (ids
+    distinct and >= 0, padding bits clear, labels, class names), a block of rows at a time so
+    that a large store needs little memory, without reading its paths; returns its
+    attributes as :func:`read_store_attrs` does. A command whose output streams can call it
+    first, so that a bad row is found before anything is written."""
     path = Path(path)
     attrs = read_store_attrs(path)
-    shapes = attrs.pop("datasets")
     _class_names(attrs, path)
-    count = int(shapes["codes"][0])
     ids = [np.zeros(0, dtype=np.int64)]
-    for start in range(0, count, _CHECK_ROWS):
+    for start in range(0, attrs["datasets"]["codes"][0], _CHECK_ROWS):
         ids.append(read_store(path, paths=False, rows=slice(start, start + _CHECK_ROWS)).ids)
     check_ids(np.concatenate(ids), f"ids in {path}")  # distinct across the blocks too
+    return attrs
+
+
+def describe_store(path: str | os.PathLike) -> dict:
+    """What ``hashkit info`` shows about a code store: bits, count, labels, model, file size;
+    the store is checked whole first (:func:`check_store`)."""
+    path = Path(path)
+    attrs = check_store(path)
+    shapes = attrs.pop("datasets")
+    count = int(shapes["codes"][0])
     labels = shapes.get("labels")
     return {
         "kind": "code store",

@@ -258,6 +258,24 @@ def test_search_json_is_one_array_of_the_same_records_for_images_and_codes(index
     assert [json.loads(line) for line in lines.splitlines()] == codes
 
 
+@pytest.mark.parametrize("fmt", ["json", "csv", "jsonl", "text"])
+def test_search_writes_nothing_to_stdout_when_a_query_store_is_bad_past_its_first_batch(
+    tmp_path, indexed, run_cli, fmt
+):
+    """A bad row anywhere in the query store (here a padding bit set in row 10,002, past the
+    first batch of 10,000) fails before the first result: no '[' or CSV header is left on
+    stdout for a pipeline to read as a truncated result."""
+    index = indexed[0]
+    codes = np.zeros((10_003, 2), np.uint8)
+    codes[10_002, 1] = 0x80
+    with h5py.File(tmp_path / "q.h5", "w") as f:
+        f["codes"] = codes
+        f.attrs.update(bits=12, bit_order="little")
+    result = run_cli("search", index, "--codes", tmp_path / "q.h5", "--format", fmt)
+    assert_one_line_error(result, "q.h5")
+    assert result.stdout == ""
+
+
 def test_search_text_output_escapes_a_newline_in_a_path_and_csv_keeps_it(indexed, run_cli):
     index, store, _, odd = indexed
     text = run_cli("search", index, odd, "-k", "6").stdout.splitlines()
