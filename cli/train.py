@@ -273,9 +273,9 @@ def train_command(
     The network embeds images on the unit sphere, trained with a triplet loss; the rotation R
     of the codes b = sgn(Rh) is then chosen on the training images (docs/method.md).
 
-    After every epoch a checkpoint (model.ckpt beside model.pt) and a line of model.epochs.csv
-    (loss, learning rate, validation mAP) are written; --resume continues a run that was
-    killed. Launched by torchrun, training runs data-parallel on every process (docs/scaling.md).
+    After every epoch a checkpoint (model.ckpt beside model.pt) and a line of the epoch log
+    (loss, learning rate, validation mAP; model.epochs.csv.partial, renamed model.epochs.csv
+    with the bundle) are written; --resume continues a run that was killed. Launched by torchrun, training runs data-parallel on every process (docs/scaling.md).
 
     \b
     Examples:
@@ -289,8 +289,9 @@ def train_command(
     from hashkit.bundle import save_bundle
     from hashkit.checkpoint import checkpoint_path_for
     from hashkit.encode import resolve_device
-    from hashkit.epoch_log import epoch_log_path_for
+    from hashkit.epoch_log import epoch_log_path_for, partial_path, publish
     from hashkit.methods import get_method
+    from hashkit.errors import HashkitError
     from hashkit.train import train
 
     quiet = quiet or launch_rank() > 0
@@ -298,9 +299,12 @@ def train_command(
     rotation = rotation or get_method(method).rotation
     resolve_device(device)  # a device this machine lacks fails now, not after loading data
     checkpoint = checkpoint or checkpoint_path_for(out)
+    epoch_log = epoch_log_path_for(out)
+    _check_train_outputs(out, checkpoint, epoch_log, data, split_file)
     if not resume and os.path.exists(checkpoint):
-        raise click.UsageError(
-            f"{checkpoint} holds an unfinished run: continue it with --resume, or remove it"
+        raise HashkitError(
+            f"{checkpoint} holds an unfinished run (or is another file): continue it with "
+            "--resume, or remove it"
         )
     dataset, split = load_data(
         data, root, protocol, split_file, split_seed, unseen_classes=unseen_classes
@@ -351,12 +355,13 @@ def train_command(
             log=log_factory(quiet),
             checkpoint=checkpoint,
             resume=resume,
-            epoch_log=epoch_log_path_for(out),
+            epoch_log=partial_path(epoch_log),
         )
     if rank > 0:
         return
     result.bundle.train_config.update(data_source(data, root, split_file))
     fingerprint = save_bundle(result.bundle, out)
+    publish(epoch_log)  # the new model's log replaces the old one's only now
     Path(checkpoint).unlink(missing_ok=True)
     m = result.metrics
     chosen = {"random-search": f"random search from {rotation_init}", "itq": "ITQ"}.get(
@@ -377,6 +382,34 @@ def train_command(
             f"sgn(Rh) {m['map_at_k_rotated']:.4f}"
         )
     click.echo(f"wrote {out} ({bits} bits, sha256 {fingerprint[:12]})")
+
+
+def _check_train_outputs(out, checkpoint, epoch_log, data, split_file) -> None:
+    """Refuse an --out or --checkpoint that is another of the run's files (the checkpoint is
+    removed once the bundle is written: an --out equal to it would be removed too) or one of
+    its inputs: the split file, a list file, an image of the data folder."""
+    from hashkit.atomic import check_outputs
+    from hashkit.epoch_log import partial_path
+    from hashkit.errors import HashkitError
+
+    outputs = {
+        "the bundle (--out)": out,
+        "the checkpoint (--checkpoint)": checkpoint,
+        "the epoch log": epoch_log,
+        "the unfinished run's epoch log": partial_path(epoch_log),
+    }
+    inputs = {"the split (--split)": split_file}
+    if data is not None and os.path.isfile(data):
+        inputs["the data (--data)"] = data
+    check_outputs(outputs, inputs)
+    if data is not None and os.path.isdir(data):
+        folder = Path(data).resolve()
+        for what, path in outputs.items():
+            if Path(path).resolve().is_relative_to(folder):
+                raise HashkitError(
+                    f"{what} {path} is inside the data folder {data}: write it elsewhere, "
+                    "so that the data stay as they are"
+                )
 
 
 def _is_default(ctx, name: str) -> bool:

@@ -7,6 +7,10 @@ epoch trained with), ``seconds`` (since the start, resumed runs included), ``val
 sgn(h) of the validation images against the other training images, empty without
 validation images). The CSV is rewritten whole and atomically after every epoch, so a run
 killed mid-way leaves the epochs it finished, and a resumed run continues the same file.
+
+``hashkit train`` writes a run's CSV as ``model.epochs.csv.partial`` (:func:`partial_path`)
+and renames it to ``model.epochs.csv`` once the bundle is written (:func:`publish`): a new run
+into an existing ``model.pt`` that is interrupted leaves that model's own log as it was.
 """
 
 from __future__ import annotations
@@ -23,6 +27,19 @@ COLUMNS = ("epoch", "loss", "lr", "seconds", "val_map")
 def epoch_log_path_for(bundle: str | os.PathLike) -> Path:
     """``model.pt`` -> ``model.epochs.csv``."""
     return Path(bundle).with_suffix(".epochs.csv")
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """``model.epochs.csv`` -> ``model.epochs.csv.partial``: the log of an unfinished run."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def publish(path: str | os.PathLike) -> None:
+    """Rename a finished run's log from its :func:`partial_path` to ``path``."""
+    partial = partial_path(path)
+    if partial.exists():
+        os.replace(partial, path)
 
 
 class EpochLog:
@@ -57,5 +74,6 @@ def _tensorboard_writer(csv_path: Path, purge_step: int):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    folder = csv_path.with_name(csv_path.name.removesuffix(".epochs.csv") + ".tb")
+    stem = csv_path.name.removesuffix(".partial").removesuffix(".epochs.csv")
+    folder = csv_path.with_name(stem + ".tb")
     return SummaryWriter(log_dir=str(folder), purge_step=purge_step)

@@ -431,6 +431,13 @@ CASES = [
         lambda w, t: ["encode", "--model", w.model, w.images, t / "c.h5", "--split", w.split],
         "--split",
     ),
+    # train's outputs never replace its inputs, nor each other (the checkpoint is removed at
+    # the end: an --out equal to it would be lost)
+    case("train-out-is-the-checkpoint", FILE, lambda w, t: train_on_images(w, t, "--out", t / "m.ckpt"), "checkpoint"),
+    case("train-checkpoint-is-the-out", FILE, lambda w, t: train_on_images(w, t, "--checkpoint", t / "m.pt"), "checkpoint"),
+    case("train-out-is-the-split", FILE, lambda w, t: train_on_images(w, t, "--out", w.split), "split"),
+    case("train-out-is-an-image", FILE, lambda w, t: train_on_images(w, t, "--out", w.image), "data folder"),
+    case("train-checkpoint-is-another-file", FILE, lambda w, t: train_on_images(w, t, "--checkpoint", put(t, "notes.txt", b"x")), "--resume"),
     case(
         "encode-device-absent",
         FILE,

@@ -290,7 +290,7 @@ def test_a_killed_run_resumed_ends_with_the_bundle_of_an_uninterrupted_run(
     out = tmp_path / "resumed.pt"
     _kill_after_first_checkpoint(command(out), out.with_suffix(".ckpt"), out)
     again = run_cli(*TRAIN, *data, "--out", out)  # would overwrite the unfinished run's state
-    assert again.exit_code == 2 and "continue it with --resume" in again.stderr
+    assert again.exit_code == 1 and "continue it with --resume" in again.stderr
     resumed = subprocess.run(
         command(out, "--resume"), env=ENV, capture_output=True, text=True, timeout=600
     )

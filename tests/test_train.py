@@ -318,3 +318,36 @@ def test_train_command_refuses_batches_without_triplets_in_one_line(
 def test_bench_command_refuses_one_bit(tmp_path, run_cli):
     result = run_cli("bench", "--bits", "1", "--out", tmp_path)
     assert result.exit_code == 2 and "Invalid value for '--bits'" in result.stderr
+
+
+def test_an_interrupted_run_into_an_existing_model_leaves_that_models_epoch_log(
+    tmp_path, image_folder, run_cli, monkeypatch
+):
+    """A new run into model.pt writes its log as model.epochs.csv.partial and renames it only
+    once its bundle is written: interrupted, the old model keeps its own log; resumed, the
+    finished run's log takes its place."""
+    import hashkit.epoch_log
+
+    root, split = image_folder
+    out = tmp_path / "model.pt"
+    args = ["train", "--data", root, "--split", split, "--bits", "12", "--batch-size", "12",
+            "--per-class", "4", "--rotation-steps", "2", "--out", out, "-q"]  # fmt: skip
+    assert run_cli(*args, "--epochs", "3").exit_code == 0
+    log = tmp_path / "model.epochs.csv"
+    old_log, old_model = log.read_bytes(), out.read_bytes()
+    assert old_log.count(b"\n") == 4  # a header and 3 epochs
+    add = hashkit.epoch_log.EpochLog.add
+
+    def add_then_interrupt(self, record):
+        add(self, record)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hashkit.epoch_log.EpochLog, "add", add_then_interrupt)
+    assert run_cli(*args, "--epochs", "2", "--seed", "1").exit_code == 130
+    assert log.read_bytes() == old_log and out.read_bytes() == old_model
+    partial = tmp_path / "model.epochs.csv.partial"
+    assert partial.read_text().count("\n") == 2  # the interrupted run's one epoch
+    monkeypatch.setattr(hashkit.epoch_log.EpochLog, "add", add)
+    assert run_cli(*args, "--epochs", "2", "--seed", "1", "--resume").exit_code == 0
+    assert not partial.exists() and out.read_bytes() != old_model
+    assert [row.split(",")[0] for row in log.read_text().splitlines()] == ["epoch", "1", "2"]
