@@ -158,6 +158,9 @@ def load_data(
     from hashkit.data import load_dataset
     from hashkit.data.protocol import PROTOCOLS, class_numbers, load_split, make_split
 
+    if split_file is not None and (protocol is not None or split_seed is not None):
+        given = "--protocol" if protocol is not None else "--split-seed"
+        raise click.UsageError(f"{given} makes a split and --split FILE is one: give one of them")
     split_given = any(x is not None for x in (protocol, split_file, split_seed, unseen_classes))
     defaults = defaults or {}
     model_data = defaults.get("data") or defaults.get("dataset")

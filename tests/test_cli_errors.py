@@ -195,6 +195,8 @@ CASES = [
     case("train-epochs-0", USAGE, lambda w, t: ["train", "--epochs", "0"], "--epochs"),
     case("train-seed-negative", USAGE, lambda w, t: ["train", "--seed", "-1"], "--seed"),
     case("train-split-seed-negative", USAGE, lambda w, t: ["train", "--split-seed", "-1"]),
+    case("train-protocol-and-split-file", USAGE, lambda w, t: ["train", "--data", w.images, "--split", w.split, "--protocol", "unseen"], "--protocol"),
+    case("encode-split-seed-and-split-file", USAGE, lambda w, t: ["encode", "--model", w.model, "--data", w.images, t / "c.h5", "--split", w.split, "--split-seed", "3"], "--split-seed"),
     case("train-unknown-loss", USAGE, lambda w, t: ["train", "--loss", "hinge"], "--loss"),
     case("train-device-gpu7", USAGE, lambda w, t: ["train", "--device", "gpu7"], "gpu7"),
     case("train-unknown-option", USAGE, lambda w, t: ["train", "--bitz", "3"], "--bitz"),
