@@ -42,10 +42,23 @@ JOURNAL_FORMAT = "hashkit-commit-journal"
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<token>[0-9a-f]{8})\.tmp$")
 
 
+_NAME_MAX = 255  # bytes in a file name on Linux and macOS file systems
+_TEMP_EXTRA = 25  # ".", ".<pid, up to 10 digits>", ".<8 hex>", ".tmp"
+
+
+def temp_stem(name: str) -> str:
+    """The part of a target's file name that its temporary names carry: the whole name, or
+    its first bytes where the whole would make a temporary name too long to create."""
+    raw = os.fsencode(name)
+    return name if len(raw) + _TEMP_EXTRA <= _NAME_MAX else os.fsdecode(raw[: _NAME_MAX - _TEMP_EXTRA])
+
+
 def temp_name(target: str | os.PathLike) -> Path:
-    """A fresh temporary name beside ``target``: ``.<name>.<pid>.<8 hex>.tmp``."""
+    """A fresh temporary name beside ``target``: ``.<name>.<pid>.<8 hex>.tmp`` (the name cut
+    by :func:`temp_stem` where it is long)."""
     target = Path(target)
-    return target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    stem = temp_stem(target.name)
+    return target.parent / f".{stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
 
 
 def temp_owner(path: str | os.PathLike) -> tuple[str, int] | None:
@@ -75,7 +88,7 @@ def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
     with contextlib.suppress(OSError):
         for entry in os.scandir(target.parent if str(target.parent) else "."):
             owner = temp_owner(entry.name)
-            if owner is None or owner[0] != target.name or pid_alive(owner[1]):
+            if owner is None or owner[0] != temp_stem(target.name) or pid_alive(owner[1]):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
@@ -328,7 +341,7 @@ def read_journal(journal: str | os.PathLike) -> list[tuple[Path, Path]]:
         tmp, target = (journal.parent / p for p in pair)
         owner = temp_owner(tmp)
         # Only ever rename a target's own temporary file beside it over it.
-        if owner is None or owner[0] != target.name or tmp.parent != target.parent:
+        if owner is None or owner[0] != temp_stem(target.name) or tmp.parent != target.parent:
             raise HashkitError(f"{journal} names {tmp}, which is not a temporary file of {target}")
         pairs.append((tmp, target))
     return pairs

@@ -56,6 +56,21 @@ def test_a_new_writer_removes_dead_writers_temporaries_of_its_target_only(tmp_pa
     assert remove_stale_temps(tmp_path / "t.h5") == [other]
 
 
+def test_a_target_whose_name_is_near_the_length_limit_gets_a_temporary_name_that_fits(
+    tmp_path,
+):
+    """A 250-byte name (the file system allows 255) is a valid target; its temporary name
+    carries a shortened stem, and a dead writer's temporary of it is still found."""
+    target = tmp_path / ("é" * 100 + "x" * 50)  # 250 bytes in UTF-8
+    with atomic_path(target) as tmp:
+        assert len(os.fsencode(tmp.name)) <= 255
+        tmp.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole"
+    stale = tmp_path / f".{hashkit.atomic.temp_stem(target.name)}.{dead_pid()}.0123abcd.tmp"
+    stale.write_bytes(b"half")
+    assert remove_stale_temps(target) == [stale]
+
+
 def test_commit_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
     events = []
     real_fsync, real_replace = os.fsync, os.replace
