@@ -275,7 +275,8 @@ def train_command(
 
     After every epoch a checkpoint (model.ckpt beside model.pt) and a line of the epoch log
     (loss, learning rate, validation mAP; model.epochs.csv.partial, renamed model.epochs.csv
-    with the bundle) are written; --resume continues a run that was killed. Launched by torchrun, training runs data-parallel on every process (docs/scaling.md).
+    with the bundle) are written; --resume continues a run that was killed. Launched by
+    torchrun, training runs data-parallel on every process (docs/scaling.md).
 
     \b
     Examples:
@@ -290,8 +291,8 @@ def train_command(
     from hashkit.checkpoint import checkpoint_path_for
     from hashkit.encode import resolve_device
     from hashkit.epoch_log import epoch_log_path_for, partial_path, publish
-    from hashkit.methods import get_method
     from hashkit.errors import HashkitError
+    from hashkit.methods import get_method
     from hashkit.train import train
 
     quiet = quiet or launch_rank() > 0

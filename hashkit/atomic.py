@@ -50,7 +50,9 @@ def temp_stem(name: str) -> str:
     """The part of a target's file name that its temporary names carry: the whole name, or
     its first bytes where the whole would make a temporary name too long to create."""
     raw = os.fsencode(name)
-    return name if len(raw) + _TEMP_EXTRA <= _NAME_MAX else os.fsdecode(raw[: _NAME_MAX - _TEMP_EXTRA])
+    return (
+        name if len(raw) + _TEMP_EXTRA <= _NAME_MAX else os.fsdecode(raw[: _NAME_MAX - _TEMP_EXTRA])
+    )
 
 
 def temp_name(target: str | os.PathLike) -> Path:

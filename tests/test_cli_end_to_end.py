@@ -97,7 +97,9 @@ def test_encode_of_a_split_file_models_data_takes_its_split_and_other_data_no_se
     """A model trained with --split FILE records split seed -1 (none): its own data, named
     again, gets that split; other data are read whole, not refused with a traceback."""
     root, model = trained
-    result = run_cli("encode", "--model", model, "--data", root, tmp_path / "q.h5", "--part", "query")
+    result = run_cli(
+        "encode", "--model", model, "--data", root, tmp_path / "q.h5", "--part", "query"
+    )
     assert result.exit_code == 0, result.output
     with h5py.File(tmp_path / "q.h5") as f:
         assert f["ids"][:].tolist() == [0, 12, 24]
@@ -108,7 +110,9 @@ def test_encode_of_a_split_file_models_data_takes_its_split_and_other_data_no_se
     with h5py.File(tmp_path / "all.h5") as f:
         assert f["ids"][:].tolist() == list(range(10)) and "protocol" not in f.attrs
     # a part of them needs a protocol, which 5 images a class cannot fill: one line, exit 1
-    result = run_cli("encode", "--model", model, "--data", other, tmp_path / "p.h5", "--part", "query")
+    result = run_cli(
+        "encode", "--model", model, "--data", other, tmp_path / "p.h5", "--part", "query"
+    )
     assert_one_line_error(result, "reduced")
     assert not (tmp_path / "p.h5").exists()
 
