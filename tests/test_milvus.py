@@ -259,3 +259,72 @@ def test_search_command_line_errors(tmp_path, run_cli):
     result = run_cli("search", "--milvus", uri, "--collection", "c", "--codes", tmp_path / "a.h5")
     assert result.exit_code == 1 and "collection c at" in result.stderr
     assert "does not exist" in result.stderr
+
+
+def uuidless_store(path, codes, ids=None):
+    """A store as another program writes it: codes, paths and bits, no uuid (ids 0..N-1
+    unless given)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f["codes"] = codes
+        f["paths"] = [f"{path.stem}/{i}.png".encode() for i in range(len(codes))]
+        if ids is not None:
+            f["ids"] = np.asarray(ids, dtype=np.int64)
+        f.attrs["bits"] = 12
+        f.attrs["bit_order"] = "little"
+
+
+def test_export_refuses_another_store_without_uuid_under_the_same_ids(tmp_path):
+    rng = np.random.default_rng(0)
+    uri = tmp_path / "m.db"
+    uuidless_store(tmp_path / "a.h5", pack_codes(rng.integers(0, 2, (2, 12))))
+    export_to_milvus(tmp_path / "a.h5", uri, "c")
+    # ids 10 and 11 come first: a refusal found at ids 0 and 1 must not have inserted them
+    uuidless_store(tmp_path / "b.h5", pack_codes(rng.integers(0, 2, (4, 12))), [10, 11, 0, 1])
+    with pytest.raises(MismatchError, match="other rows than .*b.h5 under the same ids"):
+        export_to_milvus(tmp_path / "b.h5", uri, "c", batch_size=2)
+    codes = pack_codes(rng.integers(0, 2, (2, 12)))  # a uuid on one side only tells nothing
+    write_store(tmp_path / "uuid.h5", CodeStore(codes, np.arange(2), 12, ["a/0.png", "x.png"]))
+    with pytest.raises(MismatchError, match="other rows"):
+        export_to_milvus(tmp_path / "uuid.h5", uri, "c")
+    with MilvusConnection(uri) as connection:
+        rows = open_collection(connection, "c").collection.query("id >= 0", output_fields=["path"])
+    assert sorted(row["path"] for row in rows) == ["a/0.png", "a/1.png"]
+
+
+KILL_AFTER_FIRST_BATCH = """
+import os, signal, sys
+from hashkit.export.milvus import export_to_milvus
+
+def kill_after_first_batch(iterable, desc, **kwargs):
+    batches = iter(iterable)
+    yield next(batches)
+    if desc == "exporting":
+        os.kill(os.getpid(), signal.SIGKILL)
+    yield from batches
+
+export_to_milvus(sys.argv[1], sys.argv[2], "c", batch_size=100, progress=kill_after_first_batch)
+"""
+
+
+def test_export_of_a_store_without_uuid_resumes_after_kill_9(tmp_path):
+    import subprocess
+    import sys
+
+    codes = pack_codes(np.random.default_rng(0).integers(0, 2, (250, 12)))
+    uuidless_store(tmp_path / "s.h5", codes)
+    uri = tmp_path / "m.db"
+    args = [sys.executable, "-c", KILL_AFTER_FIRST_BATCH, tmp_path / "s.h5", uri]
+    assert subprocess.run(args, timeout=60).returncode == -9
+    report = export_to_milvus(tmp_path / "s.h5", uri, "c", batch_size=100)
+    assert (report.inserted + report.skipped, report.count) == (250, 250)
+    assert report.skipped in (0, 100)  # the killed export's batch, unless Milvus lost it
+    again = export_to_milvus(tmp_path / "s.h5", uri, "c", batch_size=64)
+    assert (again.inserted, again.skipped, again.count) == (0, 250, 250)
+    with MilvusConnection(uri) as connection:
+        rows = open_collection(connection, "c").collection.query("id >= 0", output_fields=["*"])
+    assert sorted(row["id"] for row in rows) == list(range(250))
+    for row in rows:
+        code = row["code"][0] if isinstance(row["code"], list) else row["code"]
+        assert bytes(code) == codes[row["id"]].tobytes() and row["path"] == f"s/{row['id']}.png"

@@ -215,7 +215,9 @@ def export_to_milvus(
     ``nlist`` lists, default about sqrt(N)) or continues an existing one made from the same
     store: rows whose id is already there are skipped, so a re-run after an interruption, or
     after ``hashkit add`` grew the store, inserts only what is missing and never duplicates.
-    A collection of other bits, bit order, model or store is refused. ``batch_size`` rows
+    A collection of other bits, bit order, model or store is refused; where the store or the
+    collection has no uuid to tell, a store whose rows differ from those held under the same
+    ids is another store (checked, before inserting, at one query per batch). ``batch_size`` rows
     (at most MAX_ROWS) are read and inserted at a time; ``progress`` is a tqdm-like factory.
     """
     if not 1 <= batch_size <= MAX_ROWS:
@@ -253,6 +255,8 @@ def export_to_milvus(
                     "export into a new collection to change it"
                 )
             collection = opened.collection
+            if not (info.store_uuid and opened.info.store_uuid == info.store_uuid):
+                _check_rows_held(collection, store_path, n, batch_size, what, progress)
         inserted = skipped = 0
         starts = range(0, n, batch_size)
         if progress is not None:
@@ -295,6 +299,45 @@ def _check_same_codes(existing: CollectionInfo, new: CollectionInfo, what: str, 
             f"{what} holds the codes of another code store than {store} (their ids would "
             "collide): export into a new collection"
         )
+
+
+def _check_rows_held(
+    collection, store_path, n: int, batch_size: int, what: str, progress: Callable | None
+) -> None:
+    """Refuse a store whose codes or paths differ from the rows the collection holds under
+    the same ids.
+
+    An export skips the ids already there, so without a uuid on both sides to say the store
+    is the one exported before, another store numbered the same way (a store without ids is
+    numbered 0..N-1) would be skipped row by row as "already there". The whole store is
+    checked before anything is inserted, so a refused export leaves the collection as it was.
+    """
+    starts = range(0, n, batch_size)
+    if progress is not None:
+        starts = progress(starts, total=len(starts), desc="checking", unit="batch")
+    with milvus_errors(what):
+        for start in starts:
+            batch = read_store(store_path, rows=slice(start, start + batch_size))
+            rows = collection.query(
+                f"id in {batch.ids.tolist()}",
+                output_fields=["id", "code", "path"],
+                limit=len(batch.ids),
+                consistency_level="Strong",
+            )
+            held = {row["id"]: (_row_code(row), row["path"]) for row in rows}
+            for i, code, path in zip(batch.ids.tolist(), batch.codes, batch.paths):
+                if held.get(i, (code.tobytes(), path)) != (code.tobytes(), path):
+                    raise MismatchError(
+                        f"{what} holds other rows than {store_path} under the same ids "
+                        f"(id {i} has another code or path): it was exported from another "
+                        "code store; export into a new collection"
+                    )
+
+
+def _row_code(row: dict) -> bytes:
+    """The packed code of a row Milvus returned (a BINARY_VECTOR comes as bytes or [bytes])."""
+    code = row["code"]
+    return bytes(code[0] if isinstance(code, list) else code)
 
 
 def _create_collection(
