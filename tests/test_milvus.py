@@ -328,3 +328,39 @@ def test_export_of_a_store_without_uuid_resumes_after_kill_9(tmp_path):
     for row in rows:
         code = row["code"][0] if isinstance(row["code"], list) else row["code"]
         assert bytes(code) == codes[row["id"]].tobytes() and row["path"] == f"s/{row['id']}.png"
+
+
+def hashkit_process(*args):
+    """``hashkit ARGS`` in a child process (what a user sees on stderr, unraisable exceptions
+    at exit included): ``(exit code, stderr lines that are not blank)``."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "hashkit.cli.main", *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    return done.returncode, [line for line in done.stderr.splitlines() if line.strip()]
+
+
+def test_a_lite_file_name_milvus_lite_refuses_is_one_error_line(tmp_path, run_cli):
+    random_store(tmp_path / "a.h5", 10, 32)
+    long_name = tmp_path / "fashion_mnist_database_codes_32bit_v2.db"  # 40 characters
+    code, lines = hashkit_process(
+        "export", "milvus", tmp_path / "a.h5", "--uri", long_name, "--collection", "c"
+    )
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("hashkit: error: ") and "at most 36 characters" in lines[0]
+    code, lines = hashkit_process(
+        "search", "--milvus", long_name, "--collection", "c", "--codes", tmp_path / "a.h5"
+    )
+    assert code == 1 and len(lines) == 1 and "at most 36 characters" in lines[0], lines
+    result = run_cli(
+        "export",
+        "milvus",
+        tmp_path / "a.h5",
+        "--uri",
+        tmp_path / "my codes.db",
+        "--collection",
+        "c",
+    )
+    assert result.exit_code == 1 and "letters, digits, '.', '-' and '_' only" in result.stderr
+    assert not any(tmp_path.glob("*.db")) and not any(tmp_path.glob(".*.lock"))

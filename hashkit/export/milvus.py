@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -50,6 +51,9 @@ SERVER_SCHEMES = ("http", "https", "tcp", "grpc", "unix")
 MAX_ROWS = 16384
 MAX_NLIST = 65536
 PATH_LENGTH = 65535  # the longest VARCHAR Milvus stores
+# The file names Milvus Lite (milvus_lite/server.py) accepts.
+LITE_NAME = re.compile(r"[A-Za-z0-9.\-_]+")
+LITE_NAME_LENGTH = 36
 
 
 class MilvusError(HashkitError):
@@ -81,13 +85,7 @@ class MilvusConnection:
         self.uri = str(uri)
         self.lite = is_lite_uri(self.uri)
         if self.lite:
-            if not self.uri.endswith(".db"):
-                raise MilvusError(
-                    f"{self.uri}: a Milvus Lite URI is a local file ending in .db; a server URI "
-                    f"starts with {', '.join(s + '://' for s in SERVER_SCHEMES[:3])} or unix://"
-                )
-            if not Path(self.uri).parent.is_dir():
-                raise DataError(f"{self.uri}: folder {Path(self.uri).parent} does not exist")
+            _check_lite_file(self.uri)
         self.alias = f"hashkit-{uuid.uuid4().hex}"
         with milvus_errors(f"cannot open Milvus at {self.uri}"):
             pymilvus.connections.connect(alias=self.alias, uri=self.uri, token=token)
@@ -114,6 +112,28 @@ class MilvusConnection:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_lite_file(uri: str) -> None:
+    """Refuse, before Milvus Lite starts, a file it cannot open: it would fail with tracebacks
+    on stderr (its name checks raise inside a half-made server object)."""
+    if not uri.endswith(".db"):
+        raise MilvusError(
+            f"{uri}: a Milvus Lite URI is a local file ending in .db; a server URI "
+            f"starts with {', '.join(s + '://' for s in SERVER_SCHEMES[:3])} or unix://"
+        )
+    name = Path(uri).name
+    if len(name) > LITE_NAME_LENGTH:
+        raise MilvusError(
+            f"{uri}: Milvus Lite takes file names of at most {LITE_NAME_LENGTH} characters; "
+            f"{name} has {len(name)}"
+        )
+    if not LITE_NAME.fullmatch(name):
+        raise MilvusError(
+            f"{uri}: Milvus Lite takes file names of letters, digits, '.', '-' and '_' only"
+        )
+    if not Path(uri).parent.is_dir():
+        raise DataError(f"{uri}: folder {Path(uri).parent} does not exist")
 
 
 @contextlib.contextmanager
