@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
+import subprocess
+import sys
 
 import faiss
 import numpy as np
@@ -309,8 +312,6 @@ export_to_milvus(sys.argv[1], sys.argv[2], "c", batch_size=100, progress=kill_af
 
 
 def test_export_of_a_store_without_uuid_resumes_after_kill_9(tmp_path):
-    import subprocess
-    import sys
 
     codes = pack_codes(np.random.default_rng(0).integers(0, 2, (250, 12)))
     uuidless_store(tmp_path / "s.h5", codes)
@@ -330,13 +331,12 @@ def test_export_of_a_store_without_uuid_resumes_after_kill_9(tmp_path):
         assert bytes(code) == codes[row["id"]].tobytes() and row["path"] == f"s/{row['id']}.png"
 
 
-def hashkit_process(*args):
+def hashkit_process(*args, prefix=()):
     """``hashkit ARGS`` in a child process (what a user sees on stderr, unraisable exceptions
-    at exit included): ``(exit code, stderr lines that are not blank)``."""
-    import subprocess
-    import sys
+    at exit included), started by the command ``prefix`` if any: ``(exit code, stderr lines
+    that are not blank)``."""
 
-    command = [sys.executable, "-m", "hashkit.cli.main", *map(str, args)]
+    command = [*prefix, sys.executable, "-m", "hashkit.cli.main", *map(str, args)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     return done.returncode, [line for line in done.stderr.splitlines() if line.strip()]
 
@@ -364,3 +364,23 @@ def test_a_lite_file_name_milvus_lite_refuses_is_one_error_line(tmp_path, run_cl
     )
     assert result.exit_code == 1 and "letters, digits, '.', '-' and '_' only" in result.stderr
     assert not any(tmp_path.glob("*.db")) and not any(tmp_path.glob(".*.lock"))
+
+
+# Runs the command after it in a mount namespace of its own where the folder $0 is read-only
+# (as a read-only file system, which even root cannot write; nothing outside sees the mount).
+READ_ONLY = ["sh", "-c", 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"']
+
+
+def test_lite_in_a_read_only_folder_is_one_error_line(tmp_path):
+    random_store(tmp_path / "a.h5", 10, 32)
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    prefix = ["unshare", "--map-root-user", "--mount", *READ_ONLY, folder]
+    if shutil.which("unshare") is None or subprocess.run([*prefix, "true"]).returncode:
+        pytest.skip("no mount namespace to make a folder read-only in")
+    code, lines = hashkit_process(
+        "export", "milvus", tmp_path / "a.h5", "--uri", folder / "m.db", "--collection", "c",
+        prefix=prefix,
+    )  # fmt: skip
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("hashkit: error: ") and "is not writable" in lines[0]

@@ -116,7 +116,8 @@ class MilvusConnection:
 
 def _check_lite_file(uri: str) -> None:
     """Refuse, before Milvus Lite starts, a file it cannot open: it would fail with tracebacks
-    on stderr (its name checks raise inside a half-made server object)."""
+    on stderr (its name checks raise inside a half-made server object, which then fails again
+    when deleted, as does one that could not write its lock file)."""
     if not uri.endswith(".db"):
         raise MilvusError(
             f"{uri}: a Milvus Lite URI is a local file ending in .db; a server URI "
@@ -132,8 +133,14 @@ def _check_lite_file(uri: str) -> None:
         raise MilvusError(
             f"{uri}: Milvus Lite takes file names of letters, digits, '.', '-' and '_' only"
         )
-    if not Path(uri).parent.is_dir():
-        raise DataError(f"{uri}: folder {Path(uri).parent} does not exist")
+    folder = Path(uri).parent
+    if not folder.is_dir():
+        raise DataError(f"{uri}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise DataError(
+            f"{uri}: folder {folder} is not writable (Milvus Lite writes a lock file beside "
+            "its .db file, even to search)"
+        )
 
 
 @contextlib.contextmanager
