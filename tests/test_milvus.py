@@ -18,7 +18,7 @@ from conftest import write_class_images
 
 from hashkit.bundle import Bundle, save_bundle
 from hashkit.codes import pack_codes
-from hashkit.errors import DataError, MismatchError
+from hashkit.errors import DataError, HashkitError, MismatchError
 from hashkit.export.milvus import (
     MilvusConnection,
     MilvusError,
@@ -384,3 +384,15 @@ def test_lite_in_a_read_only_folder_is_one_error_line(tmp_path):
     )  # fmt: skip
     assert code == 1 and len(lines) == 1, lines
     assert lines[0].startswith("hashkit: error: ") and "is not writable" in lines[0]
+
+
+def test_a_collection_name_milvus_refuses_is_one_error_line_before_connecting(tmp_path, capfd):
+    random_store(tmp_path / "a.h5", 10, 32)
+    uri = tmp_path / "m.db"
+    for name in ["my-coll", "1st", "é", "a$b", "x" * 256, ""]:
+        with pytest.raises(HashkitError, match="is not a Milvus collection name"):
+            export_to_milvus(tmp_path / "a.h5", uri, name)
+        with pytest.raises(HashkitError, match="is not a Milvus collection name"):
+            MilvusSearcher(uri, name)
+    assert capfd.readouterr().err == "" and not uri.exists()
+    export_to_milvus(tmp_path / "a.h5", uri, "_C_" + "x" * 252)  # letters, digits, '_': 255

@@ -54,6 +54,9 @@ PATH_LENGTH = 65535  # the longest VARCHAR Milvus stores
 # The file names Milvus Lite (milvus_lite/server.py) accepts.
 LITE_NAME = re.compile(r"[A-Za-z0-9.\-_]+")
 LITE_NAME_LENGTH = 36
+# Milvus's rule for collection names (its default length limit).
+COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+COLLECTION_NAME_LENGTH = 255
 
 
 class MilvusError(HashkitError):
@@ -140,6 +143,16 @@ def _check_lite_file(uri: str) -> None:
         raise DataError(
             f"{uri}: folder {folder} is not writable (Milvus Lite writes a lock file beside "
             "its .db file, even to search)"
+        )
+
+
+def check_collection_name(name: str) -> None:
+    """Refuse, before connecting, a collection name Milvus refuses: Milvus Lite would print
+    log lines of its own on stderr before the error."""
+    if not COLLECTION_NAME.fullmatch(name) or len(name) > COLLECTION_NAME_LENGTH:
+        raise HashkitError(
+            f"{name!r} is not a Milvus collection name: a letter or '_', then letters, digits "
+            f"and '_' ({COLLECTION_NAME_LENGTH} characters at most)"
         )
 
 
@@ -251,6 +264,7 @@ def export_to_milvus(
         raise HashkitError(f"batch size must be between 1 and {MAX_ROWS}, got {batch_size}")
     if index_type is not None and index_type not in INDEX_TYPES:
         raise HashkitError(f"unknown Milvus index type {index_type!r}: {', '.join(INDEX_TYPES)}")
+    check_collection_name(collection_name)
     head = read_store(store_path, codes=False, paths=False, rows=slice(0, 0))
     n = store_count(store_path)
     labels = None if head.labels is None else ("int64" if head.labels.ndim == 1 else "multi-hot")
