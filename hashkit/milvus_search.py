@@ -49,7 +49,7 @@ class MilvusSearcher:
         token: str = "",
     ) -> None:
         check_collection_name(collection)
-        self.connection = MilvusConnection(uri, token)
+        self.connection = MilvusConnection(uri, token, create=False)
         try:
             opened = open_collection(self.connection, collection)
         except BaseException:

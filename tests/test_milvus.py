@@ -260,6 +260,10 @@ def test_search_command_line_errors(tmp_path, run_cli):
     )
     assert result.exit_code == 2 and "FAISS options" in result.stderr
     result = run_cli("search", "--milvus", uri, "--collection", "c", "--codes", tmp_path / "a.h5")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "Milvus Lite database not found" in result.stderr and not uri.exists()
+    export_to_milvus(tmp_path / "a.h5", uri, "other")
+    result = run_cli("search", "--milvus", uri, "--collection", "c", "--codes", tmp_path / "a.h5")
     assert result.exit_code == 1 and "collection c at" in result.stderr
     assert "does not exist" in result.stderr
 
@@ -396,3 +400,20 @@ def test_a_collection_name_milvus_refuses_is_one_error_line_before_connecting(tm
             MilvusSearcher(uri, name)
     assert capfd.readouterr().err == "" and not uri.exists()
     export_to_milvus(tmp_path / "a.h5", uri, "_C_" + "x" * 252)  # letters, digits, '_': 255
+
+
+def test_a_lite_file_that_is_no_milvus_database_or_is_missing_is_refused(tmp_path, capfd):
+    random_store(tmp_path / "a.h5", 10, 32)
+    notes = tmp_path / "notes.db"
+    notes.write_text("my notes\n")
+    with pytest.raises(DataError, match="notes.db is not a Milvus Lite database"):
+        export_to_milvus(tmp_path / "a.h5", notes, "c")
+    with pytest.raises(DataError, match="notes.db is not a Milvus Lite database"):
+        MilvusSearcher(notes, "c")
+    with pytest.raises(DataError, match="Milvus Lite database not found: .*nosuch.db"):
+        MilvusSearcher(tmp_path / "nosuch.db", "c")
+    (tmp_path / "folder.db").mkdir()
+    with pytest.raises(DataError, match="folder.db is a folder"):
+        export_to_milvus(tmp_path / "a.h5", tmp_path / "folder.db", "c")
+    assert capfd.readouterr().err == "" and notes.read_text() == "my notes\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "folder.db", "notes.db"]

@@ -57,6 +57,7 @@ LITE_NAME_LENGTH = 36
 # Milvus's rule for collection names (its default length limit).
 COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 COLLECTION_NAME_LENGTH = 255
+SQLITE_HEADER = b"SQLite format 3\0"  # how a Milvus Lite file starts (empty before its first use)
 
 
 class MilvusError(HashkitError):
@@ -81,14 +82,15 @@ def _pymilvus():
 class MilvusConnection:
     """A pymilvus connection to ``uri``; for a Lite file, the embedded server it starts is
     stopped again on ``close()`` (so close it only when nothing else in this process uses
-    that file)."""
+    that file). A Lite file that does not exist is created, unless ``create`` is False
+    (DataError: not found)."""
 
-    def __init__(self, uri: str | os.PathLike, token: str = "") -> None:
+    def __init__(self, uri: str | os.PathLike, token: str = "", *, create: bool = True) -> None:
         pymilvus = _pymilvus()
         self.uri = str(uri)
         self.lite = is_lite_uri(self.uri)
         if self.lite:
-            _check_lite_file(self.uri)
+            _check_lite_file(self.uri, create)
         self.alias = f"hashkit-{uuid.uuid4().hex}"
         with milvus_errors(f"cannot open Milvus at {self.uri}"):
             pymilvus.connections.connect(alias=self.alias, uri=self.uri, token=token)
@@ -117,10 +119,11 @@ class MilvusConnection:
         self.close()
 
 
-def _check_lite_file(uri: str) -> None:
+def _check_lite_file(uri: str, create: bool) -> None:
     """Refuse, before Milvus Lite starts, a file it cannot open: it would fail with tracebacks
-    on stderr (its name checks raise inside a half-made server object, which then fails again
-    when deleted, as does one that could not write its lock file)."""
+    or log lines on stderr (its name checks raise inside a half-made server object, which then
+    fails again when deleted, as does one that could not write its lock file), or create a
+    file that ``create`` False says should be there."""
     if not uri.endswith(".db"):
         raise MilvusError(
             f"{uri}: a Milvus Lite URI is a local file ending in .db; a server URI "
@@ -139,6 +142,16 @@ def _check_lite_file(uri: str) -> None:
     folder = Path(uri).parent
     if not folder.is_dir():
         raise DataError(f"{uri}: folder {folder} does not exist")
+    path = Path(uri)
+    if path.is_dir():
+        raise DataError(f"{uri} is a folder, not a Milvus Lite .db file")
+    if path.exists():
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+        if head and head != SQLITE_HEADER:
+            raise DataError(f"{uri} is not a Milvus Lite database (not an SQLite file)")
+    elif not create:
+        raise DataError(f"Milvus Lite database not found: {uri}")
     if not os.access(folder, os.W_OK):
         raise DataError(
             f"{uri}: folder {folder} is not writable (Milvus Lite writes a lock file beside "
