@@ -20,6 +20,7 @@ from hashkit.errors import HashkitError, MismatchError
 from hashkit.export.milvus import (
     MAX_ROWS,
     MilvusConnection,
+    check_collection_name,
     milvus_errors,
     open_collection,
 )
@@ -47,7 +48,8 @@ class MilvusSearcher:
         nprobe: int | None = None,
         token: str = "",
     ) -> None:
-        self.connection = MilvusConnection(uri, token)
+        check_collection_name(collection)
+        self.connection = MilvusConnection(uri, token, create=False)
         try:
             opened = open_collection(self.connection, collection)
         except BaseException:

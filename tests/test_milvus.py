@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
+import subprocess
+import sys
 
 import faiss
 import numpy as np
@@ -15,7 +18,7 @@ from conftest import write_class_images
 
 from hashkit.bundle import Bundle, save_bundle
 from hashkit.codes import pack_codes
-from hashkit.errors import DataError, MismatchError
+from hashkit.errors import DataError, HashkitError, MismatchError
 from hashkit.export.milvus import (
     MilvusConnection,
     MilvusError,
@@ -257,5 +260,160 @@ def test_search_command_line_errors(tmp_path, run_cli):
     )
     assert result.exit_code == 2 and "FAISS options" in result.stderr
     result = run_cli("search", "--milvus", uri, "--collection", "c", "--codes", tmp_path / "a.h5")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "Milvus Lite database not found" in result.stderr and not uri.exists()
+    export_to_milvus(tmp_path / "a.h5", uri, "other")
+    result = run_cli("search", "--milvus", uri, "--collection", "c", "--codes", tmp_path / "a.h5")
     assert result.exit_code == 1 and "collection c at" in result.stderr
     assert "does not exist" in result.stderr
+
+
+def uuidless_store(path, codes, ids=None):
+    """A store as another program writes it: codes, paths and bits, no uuid (ids 0..N-1
+    unless given)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f["codes"] = codes
+        f["paths"] = [f"{path.stem}/{i}.png".encode() for i in range(len(codes))]
+        if ids is not None:
+            f["ids"] = np.asarray(ids, dtype=np.int64)
+        f.attrs["bits"] = 12
+        f.attrs["bit_order"] = "little"
+
+
+def test_export_refuses_another_store_without_uuid_under_the_same_ids(tmp_path):
+    rng = np.random.default_rng(0)
+    uri = tmp_path / "m.db"
+    uuidless_store(tmp_path / "a.h5", pack_codes(rng.integers(0, 2, (2, 12))))
+    export_to_milvus(tmp_path / "a.h5", uri, "c")
+    # ids 10 and 11 come first: a refusal found at ids 0 and 1 must not have inserted them
+    uuidless_store(tmp_path / "b.h5", pack_codes(rng.integers(0, 2, (4, 12))), [10, 11, 0, 1])
+    with pytest.raises(MismatchError, match="other rows than .*b.h5 under the same ids"):
+        export_to_milvus(tmp_path / "b.h5", uri, "c", batch_size=2)
+    codes = pack_codes(rng.integers(0, 2, (2, 12)))  # a uuid on one side only tells nothing
+    write_store(tmp_path / "uuid.h5", CodeStore(codes, np.arange(2), 12, ["a/0.png", "x.png"]))
+    with pytest.raises(MismatchError, match="other rows"):
+        export_to_milvus(tmp_path / "uuid.h5", uri, "c")
+    with MilvusConnection(uri) as connection:
+        rows = open_collection(connection, "c").collection.query("id >= 0", output_fields=["path"])
+    assert sorted(row["path"] for row in rows) == ["a/0.png", "a/1.png"]
+
+
+KILL_AFTER_FIRST_BATCH = """
+import os, signal, sys
+from hashkit.export.milvus import export_to_milvus
+
+def kill_after_first_batch(iterable, desc, **kwargs):
+    batches = iter(iterable)
+    yield next(batches)
+    if desc == "exporting":
+        os.kill(os.getpid(), signal.SIGKILL)
+    yield from batches
+
+export_to_milvus(sys.argv[1], sys.argv[2], "c", batch_size=100, progress=kill_after_first_batch)
+"""
+
+
+def test_export_of_a_store_without_uuid_resumes_after_kill_9(tmp_path):
+
+    codes = pack_codes(np.random.default_rng(0).integers(0, 2, (250, 12)))
+    uuidless_store(tmp_path / "s.h5", codes)
+    uri = tmp_path / "m.db"
+    args = [sys.executable, "-c", KILL_AFTER_FIRST_BATCH, tmp_path / "s.h5", uri]
+    assert subprocess.run(args, timeout=60).returncode == -9
+    report = export_to_milvus(tmp_path / "s.h5", uri, "c", batch_size=100)
+    assert (report.inserted + report.skipped, report.count) == (250, 250)
+    assert report.skipped in (0, 100)  # the killed export's batch, unless Milvus lost it
+    again = export_to_milvus(tmp_path / "s.h5", uri, "c", batch_size=64)
+    assert (again.inserted, again.skipped, again.count) == (0, 250, 250)
+    with MilvusConnection(uri) as connection:
+        rows = open_collection(connection, "c").collection.query("id >= 0", output_fields=["*"])
+    assert sorted(row["id"] for row in rows) == list(range(250))
+    for row in rows:
+        code = row["code"][0] if isinstance(row["code"], list) else row["code"]
+        assert bytes(code) == codes[row["id"]].tobytes() and row["path"] == f"s/{row['id']}.png"
+
+
+def hashkit_process(*args, prefix=()):
+    """``hashkit ARGS`` in a child process (what a user sees on stderr, unraisable exceptions
+    at exit included), started by the command ``prefix`` if any: ``(exit code, stderr lines
+    that are not blank)``."""
+
+    command = [*prefix, sys.executable, "-m", "hashkit.cli.main", *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    return done.returncode, [line for line in done.stderr.splitlines() if line.strip()]
+
+
+def test_a_lite_file_name_milvus_lite_refuses_is_one_error_line(tmp_path, run_cli):
+    random_store(tmp_path / "a.h5", 10, 32)
+    long_name = tmp_path / "fashion_mnist_database_codes_32bit_v2.db"  # 40 characters
+    code, lines = hashkit_process(
+        "export", "milvus", tmp_path / "a.h5", "--uri", long_name, "--collection", "c"
+    )
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("hashkit: error: ") and "at most 36 characters" in lines[0]
+    code, lines = hashkit_process(
+        "search", "--milvus", long_name, "--collection", "c", "--codes", tmp_path / "a.h5"
+    )
+    assert code == 1 and len(lines) == 1 and "at most 36 characters" in lines[0], lines
+    result = run_cli(
+        "export",
+        "milvus",
+        tmp_path / "a.h5",
+        "--uri",
+        tmp_path / "my codes.db",
+        "--collection",
+        "c",
+    )
+    assert result.exit_code == 1 and "letters, digits, '.', '-' and '_' only" in result.stderr
+    assert not any(tmp_path.glob("*.db")) and not any(tmp_path.glob(".*.lock"))
+
+
+# Runs the command after it in a mount namespace of its own where the folder $0 is read-only
+# (as a read-only file system, which even root cannot write; nothing outside sees the mount).
+READ_ONLY = ["sh", "-c", 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"']
+
+
+def test_lite_in_a_read_only_folder_is_one_error_line(tmp_path):
+    random_store(tmp_path / "a.h5", 10, 32)
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    prefix = ["unshare", "--map-root-user", "--mount", *READ_ONLY, folder]
+    if shutil.which("unshare") is None or subprocess.run([*prefix, "true"]).returncode:
+        pytest.skip("no mount namespace to make a folder read-only in")
+    code, lines = hashkit_process(
+        "export", "milvus", tmp_path / "a.h5", "--uri", folder / "m.db", "--collection", "c",
+        prefix=prefix,
+    )  # fmt: skip
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("hashkit: error: ") and "is not writable" in lines[0]
+
+
+def test_a_collection_name_milvus_refuses_is_one_error_line_before_connecting(tmp_path, capfd):
+    random_store(tmp_path / "a.h5", 10, 32)
+    uri = tmp_path / "m.db"
+    for name in ["my-coll", "1st", "é", "a$b", "x" * 256, ""]:
+        with pytest.raises(HashkitError, match="is not a Milvus collection name"):
+            export_to_milvus(tmp_path / "a.h5", uri, name)
+        with pytest.raises(HashkitError, match="is not a Milvus collection name"):
+            MilvusSearcher(uri, name)
+    assert capfd.readouterr().err == "" and not uri.exists()
+    export_to_milvus(tmp_path / "a.h5", uri, "_C_" + "x" * 252)  # letters, digits, '_': 255
+
+
+def test_a_lite_file_that_is_no_milvus_database_or_is_missing_is_refused(tmp_path, capfd):
+    random_store(tmp_path / "a.h5", 10, 32)
+    notes = tmp_path / "notes.db"
+    notes.write_text("my notes\n")
+    with pytest.raises(DataError, match="notes.db is not a Milvus Lite database"):
+        export_to_milvus(tmp_path / "a.h5", notes, "c")
+    with pytest.raises(DataError, match="notes.db is not a Milvus Lite database"):
+        MilvusSearcher(notes, "c")
+    with pytest.raises(DataError, match="Milvus Lite database not found: .*nosuch.db"):
+        MilvusSearcher(tmp_path / "nosuch.db", "c")
+    (tmp_path / "folder.db").mkdir()
+    with pytest.raises(DataError, match="folder.db is a folder"):
+        export_to_milvus(tmp_path / "a.h5", tmp_path / "folder.db", "c")
+    assert capfd.readouterr().err == "" and notes.read_text() == "my notes\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "folder.db", "notes.db"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -50,6 +51,13 @@ SERVER_SCHEMES = ("http", "https", "tcp", "grpc", "unix")
 MAX_ROWS = 16384
 MAX_NLIST = 65536
 PATH_LENGTH = 65535  # the longest VARCHAR Milvus stores
+# The file names Milvus Lite (milvus_lite/server.py) accepts.
+LITE_NAME = re.compile(r"[A-Za-z0-9.\-_]+")
+LITE_NAME_LENGTH = 36
+# Milvus's rule for collection names (its default length limit).
+COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+COLLECTION_NAME_LENGTH = 255
+SQLITE_HEADER = b"SQLite format 3\0"  # how a Milvus Lite file starts (empty before its first use)
 
 
 class MilvusError(HashkitError):
@@ -74,20 +82,15 @@ def _pymilvus():
 class MilvusConnection:
     """A pymilvus connection to ``uri``; for a Lite file, the embedded server it starts is
     stopped again on ``close()`` (so close it only when nothing else in this process uses
-    that file)."""
+    that file). A Lite file that does not exist is created, unless ``create`` is False
+    (DataError: not found)."""
 
-    def __init__(self, uri: str | os.PathLike, token: str = "") -> None:
+    def __init__(self, uri: str | os.PathLike, token: str = "", *, create: bool = True) -> None:
         pymilvus = _pymilvus()
         self.uri = str(uri)
         self.lite = is_lite_uri(self.uri)
         if self.lite:
-            if not self.uri.endswith(".db"):
-                raise MilvusError(
-                    f"{self.uri}: a Milvus Lite URI is a local file ending in .db; a server URI "
-                    f"starts with {', '.join(s + '://' for s in SERVER_SCHEMES[:3])} or unix://"
-                )
-            if not Path(self.uri).parent.is_dir():
-                raise DataError(f"{self.uri}: folder {Path(self.uri).parent} does not exist")
+            _check_lite_file(self.uri, create)
         self.alias = f"hashkit-{uuid.uuid4().hex}"
         with milvus_errors(f"cannot open Milvus at {self.uri}"):
             pymilvus.connections.connect(alias=self.alias, uri=self.uri, token=token)
@@ -114,6 +117,56 @@ class MilvusConnection:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_lite_file(uri: str, create: bool) -> None:
+    """Refuse, before Milvus Lite starts, a file it cannot open: it would fail with tracebacks
+    or log lines on stderr (its name checks raise inside a half-made server object, which then
+    fails again when deleted, as does one that could not write its lock file), or create a
+    file that ``create`` False says should be there."""
+    if not uri.endswith(".db"):
+        raise MilvusError(
+            f"{uri}: a Milvus Lite URI is a local file ending in .db; a server URI "
+            f"starts with {', '.join(s + '://' for s in SERVER_SCHEMES[:3])} or unix://"
+        )
+    name = Path(uri).name
+    if len(name) > LITE_NAME_LENGTH:
+        raise MilvusError(
+            f"{uri}: Milvus Lite takes file names of at most {LITE_NAME_LENGTH} characters; "
+            f"{name} has {len(name)}"
+        )
+    if not LITE_NAME.fullmatch(name):
+        raise MilvusError(
+            f"{uri}: Milvus Lite takes file names of letters, digits, '.', '-' and '_' only"
+        )
+    folder = Path(uri).parent
+    if not folder.is_dir():
+        raise DataError(f"{uri}: folder {folder} does not exist")
+    path = Path(uri)
+    if path.is_dir():
+        raise DataError(f"{uri} is a folder, not a Milvus Lite .db file")
+    if path.exists():
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+        if head and head != SQLITE_HEADER:
+            raise DataError(f"{uri} is not a Milvus Lite database (not an SQLite file)")
+    elif not create:
+        raise DataError(f"Milvus Lite database not found: {uri}")
+    if not os.access(folder, os.W_OK):
+        raise DataError(
+            f"{uri}: folder {folder} is not writable (Milvus Lite writes a lock file beside "
+            "its .db file, even to search)"
+        )
+
+
+def check_collection_name(name: str) -> None:
+    """Refuse, before connecting, a collection name Milvus refuses: Milvus Lite would print
+    log lines of its own on stderr before the error."""
+    if not COLLECTION_NAME.fullmatch(name) or len(name) > COLLECTION_NAME_LENGTH:
+        raise HashkitError(
+            f"{name!r} is not a Milvus collection name: a letter or '_', then letters, digits "
+            f"and '_' ({COLLECTION_NAME_LENGTH} characters at most)"
+        )
 
 
 @contextlib.contextmanager
@@ -215,13 +268,16 @@ def export_to_milvus(
     ``nlist`` lists, default about sqrt(N)) or continues an existing one made from the same
     store: rows whose id is already there are skipped, so a re-run after an interruption, or
     after ``hashkit add`` grew the store, inserts only what is missing and never duplicates.
-    A collection of other bits, bit order, model or store is refused. ``batch_size`` rows
+    A collection of other bits, bit order, model or store is refused; where the store or the
+    collection has no uuid to tell, a store whose rows differ from those held under the same
+    ids is another store (checked, before inserting, at one query per batch). ``batch_size`` rows
     (at most MAX_ROWS) are read and inserted at a time; ``progress`` is a tqdm-like factory.
     """
     if not 1 <= batch_size <= MAX_ROWS:
         raise HashkitError(f"batch size must be between 1 and {MAX_ROWS}, got {batch_size}")
     if index_type is not None and index_type not in INDEX_TYPES:
         raise HashkitError(f"unknown Milvus index type {index_type!r}: {', '.join(INDEX_TYPES)}")
+    check_collection_name(collection_name)
     head = read_store(store_path, codes=False, paths=False, rows=slice(0, 0))
     n = store_count(store_path)
     labels = None if head.labels is None else ("int64" if head.labels.ndim == 1 else "multi-hot")
@@ -253,6 +309,8 @@ def export_to_milvus(
                     "export into a new collection to change it"
                 )
             collection = opened.collection
+            if not (info.store_uuid and opened.info.store_uuid == info.store_uuid):
+                _check_rows_held(collection, store_path, n, batch_size, what, progress)
         inserted = skipped = 0
         starts = range(0, n, batch_size)
         if progress is not None:
@@ -295,6 +353,45 @@ def _check_same_codes(existing: CollectionInfo, new: CollectionInfo, what: str, 
             f"{what} holds the codes of another code store than {store} (their ids would "
             "collide): export into a new collection"
         )
+
+
+def _check_rows_held(
+    collection, store_path, n: int, batch_size: int, what: str, progress: Callable | None
+) -> None:
+    """Refuse a store whose codes or paths differ from the rows the collection holds under
+    the same ids.
+
+    An export skips the ids already there, so without a uuid on both sides to say the store
+    is the one exported before, another store numbered the same way (a store without ids is
+    numbered 0..N-1) would be skipped row by row as "already there". The whole store is
+    checked before anything is inserted, so a refused export leaves the collection as it was.
+    """
+    starts = range(0, n, batch_size)
+    if progress is not None:
+        starts = progress(starts, total=len(starts), desc="checking", unit="batch")
+    with milvus_errors(what):
+        for start in starts:
+            batch = read_store(store_path, rows=slice(start, start + batch_size))
+            rows = collection.query(
+                f"id in {batch.ids.tolist()}",
+                output_fields=["id", "code", "path"],
+                limit=len(batch.ids),
+                consistency_level="Strong",
+            )
+            held = {row["id"]: (_row_code(row), row["path"]) for row in rows}
+            for i, code, path in zip(batch.ids.tolist(), batch.codes, batch.paths):
+                if held.get(i, (code.tobytes(), path)) != (code.tobytes(), path):
+                    raise MismatchError(
+                        f"{what} holds other rows than {store_path} under the same ids "
+                        f"(id {i} has another code or path): it was exported from another "
+                        "code store; export into a new collection"
+                    )
+
+
+def _row_code(row: dict) -> bytes:
+    """The packed code of a row Milvus returned (a BINARY_VECTOR comes as bytes or [bytes])."""
+    code = row["code"]
+    return bytes(code[0] if isinstance(code, list) else code)
 
 
 def _create_collection(
