@@ -405,6 +405,18 @@ CASES = [
         lambda w, t: ["build-index", w.store, t / "o.faiss", "--model", other_bits_model(t)],
         "16 bits",
     ),
+    case(
+        "build-index-hash-bits-above-the-code-bits",
+        FILE,
+        lambda w, t: ["build-index", w.store, t / "m", "--type", "multihash", "--hash-bits", 13],
+        "codes of 12 bits",
+    ),
+    case(
+        "build-index-hash-factory-past-the-code-bits",
+        FILE,
+        lambda w, t: ["build-index", w.store, t / "mh.faiss", "--factory", "BHash2x7"],
+        "2 x 7 bits do not fit codes of 12 bits",
+    ),
     case("add-images-is-a-file", FILE, lambda w, t: ["add", w.index, w.image], "IMAGES"),
     case("add-missing-index", FILE, lambda w, t: ["add", t / "none.faiss", w.images]),
     case(
