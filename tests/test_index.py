@@ -102,6 +102,13 @@ def test_ivf_keeps_nprobe_and_hnsw_ef_search_as_search_defaults(indexed):
     assert describe_index(make("multihash", "m.faiss", nflip=2))["params"]["nflip"] == 2
 
 
+def test_ivf_on_few_codes_prints_no_faiss_clustering_warning(capfd):
+    codes = make_codes(36, 12)
+    index = build_index(codes, np.arange(36), 12, "ivf", nlist=2)
+    assert index.ntotal == 36
+    assert capfd.readouterr().err == ""
+
+
 def test_factory_string_builds_any_binary_index_with_the_store_ids(indexed):
     codes, ids, _, _ = indexed
     index = build_index(codes, ids, 12, factory="BHNSW8")

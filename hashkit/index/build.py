@@ -199,6 +199,9 @@ def build_index(
     inner = _inner(index)
     if isinstance(inner, faiss.IndexBinaryIVF):
         inner.cp.seed = seed
+        # FAISS prints a WARNING line to stderr when a list gets fewer than 39 training codes;
+        # the library never prints, and few codes per list is the user's choice (--nlist).
+        inner.cp.min_points_per_centroid = 1
         sample = codes
         train_size = train_size or inner.cp.max_points_per_centroid * inner.nlist
         if train_size < len(codes):
