@@ -420,6 +420,12 @@ CASES = [
     case("add-images-is-a-file", FILE, lambda w, t: ["add", w.index, w.image], "IMAGES"),
     case("add-missing-index", FILE, lambda w, t: ["add", t / "none.faiss", w.images]),
     case(
+        "add-ids-past-int64",
+        FILE,
+        lambda w, t: ["add", index_of_ids(t, [2**63 - 2, 5]), w.images, "--model", w.model],
+        "would not fit in int64",
+    ),
+    case(
         "add-zero-byte-sidecar",
         FILE,
         lambda w, t: ["add", index_with_sidecar(w, t, b""), w.images],
@@ -789,6 +795,17 @@ def own(w, t: Path, index_name: str = "index.faiss") -> SimpleNamespace:
     return SimpleNamespace(
         model=folder / "model.pt", store=folder / "codes.h5", index=folder / index_name
     )
+
+
+def index_of_ids(t: Path, ids: list[int]) -> Path:
+    """An index of a store (of no model) whose codes have ``ids``."""
+    n = len(ids)
+    paths = np.array([f"/elsewhere/{i}.png".encode() for i in range(n)])
+    attrs = {"bits": BITS, "bit_order": "little"}
+    store = h5(t, "c.h5", attrs, codes=np.zeros((n, 2), np.uint8), ids=np.array(ids), paths=paths)
+    result = invoke("build-index", store, t / "o.faiss", "-q")
+    assert result.exit_code == 0, result.output
+    return t / "o.faiss"
 
 
 def multihash_index(w, t: Path) -> Path:
