@@ -417,6 +417,32 @@ CASES = [
         lambda w, t: ["build-index", w.store, t / "mh.faiss", "--factory", "BHash2x7"],
         "2 x 7 bits do not fit codes of 12 bits",
     ),
+    case(
+        "build-index-codes-over-a-source-image",
+        FILE,
+        lambda w, t: [
+            "build-index",
+            own_images(w, t),
+            t / "o.faiss",
+            "--model",
+            w.model,
+            "--codes",
+            own_images(w, t) / "class0" / "000.png",
+        ],
+        "a source image",
+    ),
+    case(
+        "build-index-out-over-a-source-image",
+        FILE,
+        lambda w, t: [
+            "build-index",
+            own_images(w, t),
+            t / "imgs" / ".." / "imgs" / "class1" / "001.png",
+            "--model",
+            w.model,
+        ],
+        "a source image",
+    ),
     case("add-images-is-a-file", FILE, lambda w, t: ["add", w.index, w.image], "IMAGES"),
     case("add-missing-index", FILE, lambda w, t: ["add", t / "none.faiss", w.images]),
     case(
@@ -806,6 +832,18 @@ def index_of_ids(t: Path, ids: list[int]) -> Path:
     result = invoke("build-index", store, t / "o.faiss", "-q")
     assert result.exit_code == 0, result.output
     return t / "o.faiss"
+
+
+def own_images(w, t: Path) -> Path:
+    """The case's own copy of the world's image folder (for cases that may overwrite an
+    image), made once per case."""
+    folder = t / "imgs"
+    if not folder.is_dir():
+        for image in w.images.rglob("*.png"):
+            target = folder / image.relative_to(w.images)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(image.read_bytes())
+    return folder
 
 
 def multihash_index(w, t: Path) -> Path:
