@@ -35,6 +35,7 @@ from hashkit.cli.main import _registered, one_line
 from hashkit.codes import pack_codes
 from hashkit.encode import encode_files_to_store, find_images
 from hashkit.errors import DataError
+from hashkit.index import journal_path, sidecar_path
 from hashkit.models import HashNet, NetworkConfig
 from hashkit.store import CodeStore, write_store
 
@@ -442,6 +443,38 @@ CASES = [
             w.model,
         ],
         "a source image",
+    ),
+    case(
+        "build-index-out-is-another-index-sidecar",
+        FILE,
+        lambda w, t: ["build-index", w.store, sidecar_path(own(w, t).index)],
+        "the sidecar of the index",
+    ),
+    case(
+        "build-index-folder-out-is-another-index-sidecar",
+        FILE,
+        lambda w, t: ["build-index", w.images, sidecar_path(own(w, t).index), "--model", w.model],
+        "the sidecar of the index",
+    ),
+    case(
+        "build-index-out-is-another-index-journal",
+        FILE,
+        lambda w, t: ["build-index", w.store, journal_path(own(w, t).index)],
+        "the journal of the index",
+    ),
+    case(
+        "build-index-codes-is-another-index-sidecar",
+        FILE,
+        lambda w, t: [
+            "build-index",
+            w.images,
+            t / "o.faiss",
+            "--model",
+            w.model,
+            "--codes",
+            sidecar_path(own(w, t).index),
+        ],
+        "the sidecar of the index",
     ),
     case("add-images-is-a-file", FILE, lambda w, t: ["add", w.index, w.image], "IMAGES"),
     case("add-missing-index", FILE, lambda w, t: ["add", t / "none.faiss", w.images]),

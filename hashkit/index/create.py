@@ -97,6 +97,7 @@ def create_index(
         outputs[what] = store_path
     else:
         inputs["the code store SOURCE"] = source
+    inputs.update(_index_files_named_by([out, store_path] if from_images else [out]))
     check_outputs(outputs, inputs)
 
     report = BuildReport(out, store_path)
@@ -185,6 +186,27 @@ def _read_store(store_path: Path, model) -> _Codes:
         str(store.attrs.get("uuid", "")),
         model or store.attrs.get("model_path") or None,
     )
+
+
+def _index_files_named_by(paths: list[Path]) -> dict[str, Path]:
+    """``{"the sidecar of the index X": path}`` (or its journal) for each of ``paths`` that
+    names the sidecar or the journal of an existing index X: writing it would break X."""
+    named = {}
+    for path in paths:
+        for suffix, what in ((".json", "sidecar"), (".journal", "journal")):
+            index = Path(str(path).removesuffix(suffix))
+            if str(index) != str(path) and _is_index_file(index):
+                named[f"the {what} of the index {index}"] = path
+    return named
+
+
+def _is_index_file(path: Path) -> bool:
+    """Whether ``path`` is a file that starts as every FAISS binary index does ("IB...")."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == b"IB"
+    except OSError:
+        return False
 
 
 def _check_no_output_is_an_image(outputs: dict, images: list[str]) -> None:
