@@ -35,6 +35,7 @@ from hashkit.cli.main import _registered, one_line
 from hashkit.codes import pack_codes
 from hashkit.encode import encode_files_to_store, find_images
 from hashkit.errors import DataError
+from hashkit.index import journal_path, sidecar_path
 from hashkit.models import HashNet, NetworkConfig
 from hashkit.store import CodeStore, write_store
 
@@ -493,8 +494,84 @@ CASES = [
         lambda w, t: ["build-index", w.store, t / "o.faiss", "--model", other_bits_model(t)],
         "16 bits",
     ),
+    case(
+        "build-index-hash-bits-above-the-code-bits",
+        FILE,
+        lambda w, t: ["build-index", w.store, t / "m", "--type", "multihash", "--hash-bits", 13],
+        "codes of 12 bits",
+    ),
+    case(
+        "build-index-hash-factory-past-the-code-bits",
+        FILE,
+        lambda w, t: ["build-index", w.store, t / "mh.faiss", "--factory", "BHash2x7"],
+        "2 x 7 bits do not fit codes of 12 bits",
+    ),
+    case(
+        "build-index-codes-over-a-source-image",
+        FILE,
+        lambda w, t: [
+            "build-index",
+            own_images(w, t),
+            t / "o.faiss",
+            "--model",
+            w.model,
+            "--codes",
+            own_images(w, t) / "class0" / "000.png",
+        ],
+        "a source image",
+    ),
+    case(
+        "build-index-out-over-a-source-image",
+        FILE,
+        lambda w, t: [
+            "build-index",
+            own_images(w, t),
+            t / "imgs" / ".." / "imgs" / "class1" / "001.png",
+            "--model",
+            w.model,
+        ],
+        "a source image",
+    ),
+    case(
+        "build-index-out-is-another-index-sidecar",
+        FILE,
+        lambda w, t: ["build-index", w.store, sidecar_path(own(w, t).index)],
+        "the sidecar of the index",
+    ),
+    case(
+        "build-index-folder-out-is-another-index-sidecar",
+        FILE,
+        lambda w, t: ["build-index", w.images, sidecar_path(own(w, t).index), "--model", w.model],
+        "the sidecar of the index",
+    ),
+    case(
+        "build-index-out-is-another-index-journal",
+        FILE,
+        lambda w, t: ["build-index", w.store, journal_path(own(w, t).index)],
+        "the journal of the index",
+    ),
+    case(
+        "build-index-codes-is-another-index-sidecar",
+        FILE,
+        lambda w, t: [
+            "build-index",
+            w.images,
+            t / "o.faiss",
+            "--model",
+            w.model,
+            "--codes",
+            sidecar_path(own(w, t).index),
+        ],
+        "the sidecar of the index",
+    ),
     case("add-images-is-a-file", FILE, lambda w, t: ["add", w.index, w.image], "IMAGES"),
     case("add-missing-index", FILE, lambda w, t: ["add", t / "none.faiss", w.images]),
+    case(
+        "add-ids-past-int64",
+        FILE,
+        lambda w, t: ["add", index_of_ids(t, [2**63 - 2, 5]), w.images, "--model", w.model],
+        "would not fit in int64",
+    ),
     case(
         "add-zero-byte-sidecar",
         FILE,
@@ -907,6 +984,29 @@ def own(w, t: Path, index_name: str = "index.faiss") -> SimpleNamespace:
     return SimpleNamespace(
         model=folder / "model.pt", store=folder / "codes.h5", index=folder / index_name
     )
+
+
+def index_of_ids(t: Path, ids: list[int]) -> Path:
+    """An index of a store (of no model) whose codes have ``ids``."""
+    n = len(ids)
+    paths = np.array([f"/elsewhere/{i}.png".encode() for i in range(n)])
+    attrs = {"bits": BITS, "bit_order": "little"}
+    store = h5(t, "c.h5", attrs, codes=np.zeros((n, 2), np.uint8), ids=np.array(ids), paths=paths)
+    result = invoke("build-index", store, t / "o.faiss", "-q")
+    assert result.exit_code == 0, result.output
+    return t / "o.faiss"
+
+
+def own_images(w, t: Path) -> Path:
+    """The case's own copy of the world's image folder (for cases that may overwrite an
+    image), made once per case."""
+    folder = t / "imgs"
+    if not folder.is_dir():
+        for image in w.images.rglob("*.png"):
+            target = folder / image.relative_to(w.images)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(image.read_bytes())
+    return folder
 
 
 def multihash_index(w, t: Path) -> Path:

@@ -524,3 +524,15 @@ def test_export_keeps_every_class_inside_the_folder_and_apart(tmp_path):
     assert export_images(ds, np.arange(5), out) == 5
     written = sorted(str(p.relative_to(out)) for p in (tmp_path / "box").rglob("*.png"))
     assert written == ["0/0.png", "4/4.png", "a_b-2/2.png", "a_b/1.png", "hidden/3.png"]
+
+
+def test_export_gives_each_class_its_own_folder_when_a_suffixed_name_is_taken(tmp_path):
+    from hashkit.data.export import class_folders, export_images
+
+    names = ["a-2", "a_", "a~", "A", "b", "b-5", "b?"]
+    folders = class_folders(names)
+    assert len({f.casefold() for f in folders}) == len(names)
+    assert folders[:2] == ["a-2", "a"] and folders[4:6] == ["b", "b-5"]
+    ds = Dataset(images=np.zeros((7, 4, 4), np.uint8), labels=np.arange(7), class_names=names)
+    assert export_images(ds, np.arange(7), tmp_path) == 7
+    assert sorted(len(list(d.iterdir())) for d in tmp_path.iterdir()) == [1] * 7

@@ -102,6 +102,13 @@ def test_ivf_keeps_nprobe_and_hnsw_ef_search_as_search_defaults(indexed):
     assert describe_index(make("multihash", "m.faiss", nflip=2))["params"]["nflip"] == 2
 
 
+def test_ivf_on_few_codes_prints_no_faiss_clustering_warning(capfd):
+    codes = make_codes(36, 12)
+    index = build_index(codes, np.arange(36), 12, "ivf", nlist=2)
+    assert index.ntotal == 36
+    assert capfd.readouterr().err == ""
+
+
 def test_factory_string_builds_any_binary_index_with_the_store_ids(indexed):
     codes, ids, _, _ = indexed
     index = build_index(codes, ids, 12, factory="BHNSW8")
@@ -147,7 +154,24 @@ def test_ids_stay_aligned_after_several_adds(indexed):
 
 
 def files_of(tmp_path):
-    return {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    return {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+
+def test_an_add_past_the_largest_int64_id_is_refused_and_changes_nothing(tmp_path):
+    from hashkit.errors import DataError
+    from hashkit.index import create_index
+
+    ids = np.array([5, 2**63 - 3], dtype=np.int64)
+    paths = ["/img/0.png", "/img/1.png"]
+    write_store(tmp_path / "s.h5", CodeStore(make_codes(2, 12), ids, 12, paths=paths))
+    create_index(tmp_path / "s.h5", tmp_path / "o.faiss")
+    report = append_code_batches(tmp_path / "o.faiss", [(make_codes(1, 12), ["/img/2.png"])])
+    assert report.first_id == 2**63 - 2
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    new = [(make_codes(2, 12, seed=1), ["/img/3.png", "/img/4.png"])]
+    with pytest.raises(DataError, match="would not fit in int64"):
+        append_code_batches(tmp_path / "o.faiss", new)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
 
 
 def test_an_add_interrupted_inside_the_writer_leaves_every_file_intact(indexed, tmp_path):

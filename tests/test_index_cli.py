@@ -202,7 +202,7 @@ def test_index_parameters_faiss_would_hang_or_crash_on_are_one_line(built, run_c
         (("--factory", "BIVF13"), "larger than the 12 codes"),
         (("--factory", "BIVF2_HNSW1"), "HNSW degree M must be between 2"),
         (("--factory", "BHash0x8"), "needs >= 1 table"),
-        (("--factory", "BHash2x9"), "do not fit codes of 16 bits"),
+        (("--factory", "BHash2x7"), "do not fit codes of 12 bits"),
         (("--factory", "BHNSW32junk"), "unknown index factory string 'BHNSW32junk'"),
         (("--factory", "junk"), "unknown index factory string"),
     ]

@@ -16,12 +16,19 @@ from hashkit.data.base import Dataset
 def class_folders(class_names: list[str]) -> list[str]:
     """One folder name per class: the name with anything but letters, digits, ".", "_" and "-"
     replaced, never "." or ".." or hidden (a class named ".." must not write outside the
-    export), and made distinct with "-<label>" where two names would share a folder."""
+    export), and made distinct with "-<label>" (then "-<label>-2", ...) where two names would
+    share a folder. The suffixed name may itself be another class's ("a~" and "a-2"), and
+    names differing in case are one folder on macOS and Windows: every name is checked
+    against those taken, ignoring case."""
     folders: list[str] = []
+    taken: set[str] = set()
     for label, name in enumerate(class_names):
-        folder = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).lstrip(".").strip("_") or str(label)
-        if folder in folders:
-            folder = f"{folder}-{label}"
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).lstrip(".").strip("_") or str(label)
+        folder, n = base, 1
+        while folder.casefold() in taken:
+            folder = f"{base}-{label}" if n == 1 else f"{base}-{label}-{n}"
+            n += 1
+        taken.add(folder.casefold())
         folders.append(folder)
     return folders
 

@@ -19,6 +19,8 @@ from hashkit.index.sidecar import prepare_index_files, read_index, sidecar_path
 from hashkit.lock import FileLock
 from hashkit.stored_paths import StoredPaths, path_key, write_cache
 
+MAX_ID = np.iinfo(np.int64).max  # ids are int64 in the store and in FAISS
+
 
 @dataclass
 class AddReport:
@@ -132,8 +134,18 @@ class IndexAppender:
                 new.append(p)
         return new
 
+    def check_ids_fit(self, n: int) -> None:
+        """Raise DataError unless ``n`` more ids after the store's largest fit in int64."""
+        last = self._writer.next_id + n - 1
+        if n and last > MAX_ID:
+            raise DataError(
+                f"{n} new id(s) after the largest id {self._writer.next_id - 1} of "
+                f"{self.info.store} would not fit in int64 (at most 2^63 - 1)"
+            )
+
     def append(self, codes: np.ndarray, paths: Sequence[str]) -> np.ndarray:
         """Append packed codes (n x nbytes uint8) of ``paths``; returns their new ids."""
+        self.check_ids_fit(len(codes))
         ids = np.arange(self._writer.next_id, self._writer.next_id + len(codes), dtype=np.int64)
         self._writer.append(codes, ids, list(paths))
         self.index.add_with_ids(np.ascontiguousarray(codes, dtype=np.uint8), ids)
@@ -217,6 +229,7 @@ def add_images(
             fingerprint_b=appender.fingerprint,
         )
         new = appender.split_new(paths)
+        appender.check_ids_fit(len(new))  # before encoding them
         encode_report = EncodeReport()
         checkpoint, new_codes = checkpointed_file_codes(
             appender.info.store, bundle, new, encode_report,

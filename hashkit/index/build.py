@@ -92,16 +92,17 @@ def check_factory(description: str, bits: int, n: int) -> None:
             f"unknown index factory string {description!r}; hashkit builds {FACTORY_FORMS}, "
             "optionally after 'IDMap,' or 'IDMap2,'"
         )
-    d = 8 * code_bytes(bits)
     if m["nlist"] is not None:
         _check_nlist(int(m["nlist"]), n)
     for key in ("m", "quantizer_m"):
         if m[key] is not None:
             check_hnsw_m(int(m[key]))
+    # Hash keys are cut from the code's real bits: the padding bits of the last byte are
+    # always 0, so a key reaching into them would only hash zeros.
     if m["hash_bits"] is not None:
-        _check_hash(1, int(m["hash_bits"]), d)
+        _check_hash(1, int(m["hash_bits"]), bits)
     if m["nhash"] is not None:
-        _check_hash(int(m["nhash"]), int(m["multi_bits"]), d)
+        _check_hash(int(m["nhash"]), int(m["multi_bits"]), bits)
 
 
 def _check_nlist(nlist: int, n: int) -> None:
@@ -116,12 +117,12 @@ def check_hnsw_m(m: int) -> None:
         raise HashkitError(f"HNSW degree M must be between 2 and {MAX_HNSW_M}, not {m}")
 
 
-def _check_hash(nhash: int, hash_bits: int, d: int) -> None:
+def _check_hash(nhash: int, hash_bits: int, bits: int) -> None:
     if nhash < 1 or hash_bits < 1:
         raise HashkitError(f"a hash index needs >= 1 table of >= 1 bit, not {nhash} x {hash_bits}")
-    if hash_bits > 64 or nhash * hash_bits > d:
+    if hash_bits > 64 or nhash * hash_bits > bits:
         raise HashkitError(
-            f"hash tables of {nhash} x {hash_bits} bits do not fit codes of {d} bits "
+            f"hash tables of {nhash} x {hash_bits} bits do not fit codes of {bits} bits "
             "(at most 64 bits per table)"
         )
 
@@ -198,6 +199,9 @@ def build_index(
     inner = _inner(index)
     if isinstance(inner, faiss.IndexBinaryIVF):
         inner.cp.seed = seed
+        # FAISS prints a WARNING line to stderr when a list gets fewer than 39 training codes;
+        # the library never prints, and few codes per list is the user's choice (--nlist).
+        inner.cp.min_points_per_centroid = 1
         sample = codes
         train_size = train_size or inner.cp.max_points_per_centroid * inner.nlist
         if train_size < len(codes):

@@ -97,9 +97,15 @@ def create_index(
         outputs[what] = store_path
     else:
         inputs["the code store SOURCE"] = source
+    inputs.update(_index_files_named_by([out, store_path] if from_images else [out]))
     check_outputs(outputs, inputs)
 
     report = BuildReport(out, store_path)
+    if from_images:
+        from hashkit.encode import find_images
+
+        paths = find_images(source.resolve(), None if strict else report.unlisted)
+        _check_no_output_is_an_image(outputs, paths)
     with ExitStack() as stack:
         stack.callback(
             lock_index(out, wait=wait, on_wait=on_wait, purpose="hashkit build-index").release
@@ -109,7 +115,7 @@ def create_index(
                 FileLock(store_path, wait=wait, on_wait=on_wait, purpose="hashkit build-index")
             )
             codes_in = _encode_folder(
-                source, store_path, model, report, stack,
+                paths, store_path, model, report, stack,
                 batch_size=batch_size, num_workers=num_workers, device=device, strict=strict,
                 progress=progress, resume=resume, note=note,
             )  # fmt: skip
@@ -182,17 +188,48 @@ def _read_store(store_path: Path, model) -> _Codes:
     )
 
 
+def _index_files_named_by(paths: list[Path]) -> dict[str, Path]:
+    """``{"the sidecar of the index X": path}`` (or its journal) for each of ``paths`` that
+    names the sidecar or the journal of an existing index X: writing it would break X."""
+    named = {}
+    for path in paths:
+        for suffix, what in ((".json", "sidecar"), (".journal", "journal")):
+            index = Path(str(path).removesuffix(suffix))
+            if str(index) != str(path) and _is_index_file(index):
+                named[f"the {what} of the index {index}"] = path
+    return named
+
+
+def _is_index_file(path: Path) -> bool:
+    """Whether ``path`` is a file that starts as every FAISS binary index does ("IB...")."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == b"IB"
+    except OSError:
+        return False
+
+
+def _check_no_output_is_an_image(outputs: dict, images: list[str]) -> None:
+    """Refuse an output that is one of the source ``images`` (absolute paths), before
+    anything is written. Only the images named like an output are compared as files, so a
+    folder of millions costs one pass over the names."""
+    names = {Path(p).name for p in outputs.values()}
+    names |= {Path(os.path.realpath(p)).name for p in outputs.values()}
+    for image in images:
+        if os.path.basename(image) in names:
+            check_outputs(outputs, {"a source image": image})
+
+
 def _encode_folder(
-    source: Path, store_path: Path, model, report: BuildReport, stack, resume, note, **encoding
+    paths: list[str], store_path: Path, model, report: BuildReport, stack, resume, note, **encoding
 ):
-    """Encode the images below ``source`` with the bundle ``model`` into a new store, written
+    """Encode the image files ``paths`` with the bundle ``model`` into a new store, written
     to its temporary file but not committed (its abort is registered on ``stack``)."""
     from hashkit.bundle import load_bundle
-    from hashkit.encode import EncodeReport, checkpointed_file_codes, find_images
+    from hashkit.encode import EncodeReport, checkpointed_file_codes
     from hashkit.store import StoreWriter
 
     bundle = load_bundle(model)
-    paths = find_images(source.resolve(), None if encoding.get("strict") else report.unlisted)
     writer = StoreWriter(
         store_path,
         bundle.bits,
