@@ -536,3 +536,26 @@ def test_export_gives_each_class_its_own_folder_when_a_suffixed_name_is_taken(tm
     ds = Dataset(images=np.zeros((7, 4, 4), np.uint8), labels=np.arange(7), class_names=names)
     assert export_images(ds, np.arange(7), tmp_path) == 7
     assert sorted(len(list(d.iterdir())) for d in tmp_path.iterdir()) == [1] * 7
+
+
+def test_an_export_interrupted_while_saving_leaves_no_half_written_file(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of a PNG: the file being written is removed, the ones before it
+    stay, and the export run again writes the rest."""
+    from hashkit.data.export import export_images
+
+    ds = Dataset(images=np.zeros((3, 4, 4), np.uint8), labels=np.zeros(3, np.int64))
+    save = Image.Image.save
+    calls = []
+
+    def save_then_interrupt(self, fp, *args, **kwargs):
+        calls.append(fp)
+        save(self, fp, *args, **kwargs)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        export_images(ds, np.arange(3), tmp_path)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["0.png"]
+    monkeypatch.setattr(Image.Image, "save", save)
+    assert export_images(ds, np.arange(3), tmp_path) == 2

@@ -60,7 +60,11 @@ def export_images(
             continue
         sub.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".png.tmp")
-        dataset.load_image(int(i)).save(tmp, format="PNG")
-        os.replace(tmp, path)
+        try:
+            dataset.load_image(int(i)).save(tmp, format="PNG")
+            os.replace(tmp, path)
+        except BaseException:  # Ctrl-C or an error: no half-written file is left behind
+            tmp.unlink(missing_ok=True)
+            raise
         written += 1
     return written
