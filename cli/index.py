@@ -166,7 +166,16 @@ def build_index_command(
       hashkit build-index codes.h5 out.faiss --type hnsw --ef-search 128
       hashkit build-index codes.h5 out.faiss --factory BIVF4096_HNSW32
     """
+    from click.core import ParameterSource
+
     from hashkit.index import create_index
+
+    if factory is not None:
+        if not factory.strip():
+            raise click.UsageError("--factory is empty: give a factory string, or leave it out")
+        ctx = click.get_current_context()
+        if ctx.get_parameter_source("index_type") != ParameterSource.DEFAULT:
+            raise click.UsageError("--factory replaces --type: give one of them")
 
     report = create_index(
         source,

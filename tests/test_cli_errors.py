@@ -640,6 +640,26 @@ CASES = [
         lambda w, t: ["eval", w.query, w.db, "--compare", "X", w.query, t],
         "directory",
     ),
+    case(
+        "build-index-factory-and-type",
+        USAGE,
+        lambda w, t: [
+            "build-index",
+            w.store,
+            t / "o.faiss",
+            "--factory",
+            "BIVF1",
+            "--type",
+            "hnsw",
+        ],
+        "--type",
+    ),
+    case(
+        "build-index-factory-empty",
+        USAGE,
+        lambda w, t: ["build-index", w.store, t / "o.faiss", "--factory", ""],
+        "--factory",
+    ),
     case("compact-missing", FILE, lambda w, t: ["compact", t / "none.h5"], "none.h5"),
     case("compact-folder", FILE, lambda w, t: ["compact", t], "directory"),
     case(
