@@ -166,7 +166,17 @@ def _registered() -> click.Group:
     return cli
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning (PIL's decompression-bomb warning, FAISS's, torch's) as one line
+    on stderr, like hashkit's own warnings, instead of Python's two (the second a line of
+    the library's source)."""
+    click.echo(f"hashkit: warning: {one_line(f'{category.__name__}: {message}')}", err=True)
+
+
 def main() -> None:
+    import warnings
+
+    warnings.showwarning = _warning_line
     _registered()(prog_name="hashkit")
 
 

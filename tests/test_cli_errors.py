@@ -1158,6 +1158,33 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, tmp_path):
     assert result.stderr == "hashkit: interrupted; existing files were left as they were\n"
 
 
+def test_a_librarys_warning_is_one_stderr_line(w, monkeypatch, capsys):
+    """A warning a library raises while a command runs (PIL warns of images over 89 million
+    pixels) prints as one hashkit line, not Python's two with a line of the library's code;
+    the command goes on."""
+    import warnings
+
+    import hashkit.store
+    from hashkit.cli.main import main
+
+    describe = hashkit.store.describe_store
+
+    def warn_then_describe(path):
+        warnings.warn("Image size (144000000 pixels) exceeds limit", UserWarning, stacklevel=1)
+        return describe(path)
+
+    monkeypatch.setattr(hashkit.store, "describe_store", warn_then_describe)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after
+    monkeypatch.setattr(sys, "argv", ["hashkit", "info", str(w.store)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with pytest.raises(SystemExit) as done:
+            main()
+    assert done.value.code == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["hashkit: warning: UserWarning: Image size (144000000 pixels) exceeds limit"]
+
+
 def test_one_line_escapes_line_breaks_and_other_control_characters():
     assert one_line("plain/path.png") == "plain/path.png"
     assert one_line("a\nb\r\tc\x1b[31m" + NON_UTF8) == "a\\nb\\r\\tc\\x1b[31mcaf\\udce9"
