@@ -240,6 +240,14 @@ def test_sidecar_bits_that_disagree_with_the_index_are_refused(indexed):
         read_index(path)
 
 
+def test_the_index_type_comes_from_the_index_not_an_edited_sidecar(indexed):
+    path = indexed[3]("flat")
+    meta = json.loads(sidecar_path(path).read_text())
+    sidecar_path(path).write_text(json.dumps({**meta, "type": "ivf"}))
+    _, info = read_index(path)
+    assert info.type == "flat"
+
+
 def test_a_store_from_another_model_is_refused(indexed):
     path = indexed[3]("flat")
     meta = json.loads(sidecar_path(path).read_text())

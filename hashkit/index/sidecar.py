@@ -200,7 +200,7 @@ def read_index(path: str | os.PathLike):
     model = meta.get("model")
     info = IndexInfo(
         bits=meta["bits"],
-        type=meta.get("type", index_type_of(index)),
+        type=index_type_of(index),  # the index's own, whatever an edited sidecar says
         store=None if store is None else (path.parent / store),
         model=None if model is None else Path(model),
         model_fingerprint=meta.get("model_fingerprint", ""),
