@@ -50,6 +50,11 @@ def process_group():
         dist.init_process_group(backend)
     try:
         yield dist.get_rank(), dist.get_world_size()
+        if own:
+            # Every rank finished its work: tear the group down together, so that no rank
+            # exits while a peer's transport threads still talk to it (a rank failing skips
+            # this, and torchrun stops the others).
+            dist.barrier()
     finally:
         if own:
             dist.destroy_process_group()
