@@ -295,6 +295,12 @@ def test_export_refuses_another_store_without_uuid_under_the_same_ids(tmp_path):
     write_store(tmp_path / "uuid.h5", CodeStore(codes, np.arange(2), 12, ["a/0.png", "x.png"]))
     with pytest.raises(MismatchError, match="other rows"):
         export_to_milvus(tmp_path / "uuid.h5", uri, "c")
+    # the first row of a.h5 alone (same code and path): every row it has is there, but the
+    # collection holds more
+    (tmp_path / "a").mkdir()
+    uuidless_store(tmp_path / "a" / "a.h5", read_store(tmp_path / "a.h5").codes[:1])
+    with pytest.raises(MismatchError, match="1 row.* under ids that .*a.h5 does not have"):
+        export_to_milvus(tmp_path / "a" / "a.h5", uri, "c")
     with MilvusConnection(uri) as connection:
         rows = open_collection(connection, "c").collection.query("id >= 0", output_fields=["path"])
     assert sorted(row["path"] for row in rows) == ["a/0.png", "a/1.png"]

@@ -365,10 +365,13 @@ def _check_rows_held(
     is the one exported before, another store numbered the same way (a store without ids is
     numbered 0..N-1) would be skipped row by row as "already there". The whole store is
     checked before anything is inserted, so a refused export leaves the collection as it was.
+    Rows under ids the store lacks are refused too (a store only grows: a collection with
+    more rows came from another one).
     """
     starts = range(0, n, batch_size)
     if progress is not None:
         starts = progress(starts, total=len(starts), desc="checking", unit="batch")
+    matched = 0
     with milvus_errors(what):
         for start in starts:
             batch = read_store(store_path, rows=slice(start, start + batch_size))
@@ -379,6 +382,7 @@ def _check_rows_held(
                 consistency_level="Strong",
             )
             held = {row["id"]: (_row_code(row), row["path"]) for row in rows}
+            matched += len(held)
             for i, code, path in zip(batch.ids.tolist(), batch.codes, batch.paths):
                 if held.get(i, (code.tobytes(), path)) != (code.tobytes(), path):
                     raise MismatchError(
@@ -386,6 +390,12 @@ def _check_rows_held(
                         f"(id {i} has another code or path): it was exported from another "
                         "code store; export into a new collection"
                     )
+        total = collection_count(collection)
+    if total > matched:
+        raise MismatchError(
+            f"{what} holds {total - matched} row(s) under ids that {store_path} does not have: "
+            "it was exported from another code store; export into a new collection"
+        )
 
 
 def _row_code(row: dict) -> bytes:
