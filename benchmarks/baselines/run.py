@@ -476,10 +476,14 @@ def status(plan: Plan) -> str:
     text = f"{len(done)} of {len(names)} runs finished ({len(lr_jobs(plan))} learning-rate trials"
     text += f" and {len(table_jobs(plan))} table runs)."
     if not plan.smoke and len(done) < len(names):
-        table = [n for n in done if not n.startswith("lr-")]
+        table = [j for j in table_jobs(plan) if (plan.runs / f"{run_name(*j)}.json").exists()]
+        cells = {j[:3] for j in table_jobs(plan)}
+        ran = {j[:3] for j in table}
+        full = {c for c in cells if all(j in table for j in table_jobs(plan) if j[:3] == c)}
         text += (
-            f" **The table is not finished:** {len(table)} of its cells have a run, each of one"
-            " seed; read them as first measurements, not as the table."
+            f" **The table is not finished:** {len(table)} table runs; {len(ran)} of its"
+            f" {len(cells)} cells have a run and {len(full)} have every seed they are to have"
+            " (cells show the mean and spread of the seeds run so far)."
             if table
             else " **The real table has not been run: no result here yet.**"
         )
