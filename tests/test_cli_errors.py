@@ -170,6 +170,18 @@ def build_from_store(t, attrs, **datasets) -> list:
     return ["build-index", h5(t, "c.h5", attrs, **datasets), t / "o.faiss"]
 
 
+def info_of(t, bits=16, fill=0, class_names=None, **datasets) -> list:
+    """``hashkit info`` of a 3-code store in ``t`` with ``datasets`` (ids, labels) added."""
+    attrs = {"bits": bits, "bit_order": "little"}
+    if class_names is not None:
+        attrs["class_names"] = class_names
+    codes = np.full((3, 2), fill, np.uint8)
+    return [
+        "info",
+        h5(t, "c.h5", attrs, codes=codes, **{k: np.array(v) for k, v in datasets.items()}),
+    ]
+
+
 def search_codes(w, path) -> list:
     return ["search", w.index, "--codes", path]
 
@@ -288,76 +300,16 @@ CASES = [
     case("info-non-utf8-name", FILE, lambda w, t: ["info", put(t, NON_UTF8 + ".h5")], "caf"),
     case("info-newline-in-name", FILE, lambda w, t: ["info", put(t, "a\nb.pt")], "a\\nb.pt"),
     # info checks a store's values as every reader does (docs/formats.md, "What reading checks")
-    case(
-        "info-store-repeated-ids",
-        FILE,
-        lambda w, t: [
-            "info",
-            h5(
-                t,
-                "c.h5",
-                {"bits": 16, "bit_order": "little"},
-                codes=np.zeros((3, 2), np.uint8),
-                ids=np.array([0, 1, 1]),
-            ),
-        ],
-        "distinct",
-    ),
-    case(
-        "info-store-negative-ids",
-        FILE,
-        lambda w, t: [
-            "info",
-            h5(
-                t,
-                "c.h5",
-                {"bits": 16, "bit_order": "little"},
-                codes=np.zeros((3, 2), np.uint8),
-                ids=np.array([0, -1, 2]),
-            ),
-        ],
-        ">= 0",
-    ),
-    case(
-        "info-store-padding-bit",
-        FILE,
-        lambda w, t: [
-            "info",
-            h5(
-                t, "c.h5", {"bits": 12, "bit_order": "little"}, codes=np.full((3, 2), 255, np.uint8)
-            ),
-        ],
-        "c.h5",
-    ),
+    case("info-store-repeated-ids", FILE, lambda w, t: info_of(t, ids=[0, 1, 1]), "distinct"),
+    case("info-store-negative-ids", FILE, lambda w, t: info_of(t, ids=[0, -1, 2]), ">= 0"),
+    case("info-store-padding-bit", FILE, lambda w, t: info_of(t, bits=12, fill=255), "c.h5"),
     case(
         "info-store-bad-class-names",
         FILE,
-        lambda w, t: [
-            "info",
-            h5(
-                t,
-                "c.h5",
-                {"bits": 16, "bit_order": "little", "class_names": "cat,dog"},
-                codes=np.zeros((3, 2), np.uint8),
-            ),
-        ],
+        lambda w, t: info_of(t, class_names="cat,dog"),
         "class_names",
     ),
-    case(
-        "info-store-bad-labels",
-        FILE,
-        lambda w, t: [
-            "info",
-            h5(
-                t,
-                "c.h5",
-                {"bits": 16, "bit_order": "little"},
-                codes=np.zeros((3, 2), np.uint8),
-                labels=np.array([0.5, 1, 2]),
-            ),
-        ],
-        "labels",
-    ),
+    case("info-store-bad-labels", FILE, lambda w, t: info_of(t, labels=[0.5, 1, 2]), "labels"),
     case("info-zero-byte-h5", FILE, lambda w, t: ["info", put(t, "codes.h5")], "codes.h5"),
     case(
         "info-index-whose-store-is-zero-bytes",
