@@ -203,6 +203,17 @@ def _digit_masks(counter, nb, low, high):
             out[nblk - 1] &= (_ONE << np.uint64(tail)) - _ONE
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _rank_in_grid(grid, row, j):
+    """The rank (from 1, by distance then database order) of database item ``j`` in grid row
+    ``row`` (its distance): the items ranked before its block (the cell's count) plus the
+    items of the block at that distance up to ``j`` (the cell's mask shifted so that only
+    they remain)."""
+    b = j >> np.uint64(6)
+    below = grid[row, b, 0] << ((~j) & np.uint64(63))
+    return grid[row, b, 1] + _popcount(below)
+
+
 # ---------------------------------------------------------------------------------------
 # The scan.
 
@@ -382,11 +393,8 @@ def scan_queries(
                 d = rel_dist[m]
                 p = next_pos[d]
                 next_pos[d] = p + _ONE
-                j = np.uint64(index[m])
-                b = j >> np.uint64(6)
-                row = d - base
-                below = grid[row, b, 0] << ((~j) & np.uint64(63))
-                value += np.float64(p + _ONE) * inverse[grid[row, b, 1] + _popcount(below)]
+                rank = _rank_in_grid(grid, d - base, np.uint64(index[m]))
+                value += np.float64(p + _ONE) * inverse[rank]
             out_hits[q, 0] = n_rel
             out_ap_sum[q, 0] = value
             continue
@@ -399,11 +407,7 @@ def scan_queries(
             if d > top_row:
                 ranks[p] = never
                 continue
-            j = np.uint64(index[m])
-            b = j >> np.uint64(6)
-            row = d - base
-            below = grid[row, b, 0] << ((~j) & np.uint64(63))
-            ranks[p] = grid[row, b, 1] + _popcount(below)
+            ranks[p] = _rank_in_grid(grid, d - base, np.uint64(index[m]))
         # Sums in rank order, four partial sums: each cut-off's value depends only on the
         # ranks up to it.
         s0 = 0.0
